@@ -10,6 +10,7 @@ Bezier (`FCPCurve`) keyframes are interpolated linearly between keys.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -61,6 +62,15 @@ class TimelineInfo:
     n_rows: int
     dropped_tracks: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly form (frame rate as a float and as an exact ratio)."""
+        out = dataclasses.asdict(self)
+        out["fps"] = float(self.fps)
+        out["fps_exact"] = str(self.fps)
+        out["dropped_tracks"] = list(self.dropped_tracks)
+        out["warnings"] = list(self.warnings)
+        return out
 
 
 @dataclass
@@ -493,10 +503,10 @@ def parse_timeline(
     """Parse an FCP7 XML timeline into one row per sample time (183 columns, see `schema`).
 
     Raises `TimelineError` (naming the file and the reason) for anything that is not a
-    readable, safe xmeml timeline. The frame's `attrs["timeline"]` holds its `TimelineInfo`.
+    readable, safe xmeml timeline. The frame's `attrs["timeline"]` holds `TimelineInfo.as_dict()`.
     """
     df, info = parse_timeline_with_info(
         path, sample_rate_hz=sample_rate_hz, max_bytes=max_bytes, rules=rules
     )
-    df.attrs["timeline"] = info
+    df.attrs["timeline"] = info.as_dict()
     return df

@@ -52,7 +52,7 @@ def read_xmeml(
     try:
         tree = etree.ElementTree(etree.fromstring(data, _parser()))
     except etree.XMLSyntaxError as exc:
-        raise TimelineError(path, f"not well-formed XML ({exc})") from exc
+        raise TimelineError(path, f"not well-formed XML: {exc.msg}") from exc
     except ValueError as exc:  # e.g. lxml refusing bytes it cannot decode
         raise TimelineError(path, f"not readable as XML ({exc})") from exc
 
