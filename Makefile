@@ -1,0 +1,40 @@
+# Set-up and everyday commands. `make demo` and `make test` each install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME := $(abspath .dagster_home)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test ui corpus bench lint
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch: the CPU build first, so the project's range does not pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main job on the bundled sample timelines (data/timelines) → data/master_training_data.csv
+demo: install
+	$(VENV)/bin/xmlai-assets run
+
+test: install
+	$(PY) -m pytest -q
+
+# The Dagster UI on http://127.0.0.1:3000 over the same instance as `make demo`.
+ui: install
+	$(VENV)/bin/dg dev --host 127.0.0.1 --port 3000
+
+# A corpus shaped like the real one: 110 timelines, about 80,000 rows at 10 Hz.
+corpus: install
+	$(VENV)/bin/xmlai-assets synth --out data/corpus --count 110 --seed 0
+
+bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) bench/ingest.py
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
