@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+
+EXTERNAL_XML = Path(__file__).resolve().parent.parent.parent / "shared" / "external_xml"
+
+
+@pytest.fixture(scope="session")
+def external_xml() -> Path:
+    """The folder of real third-party exports beside the project (never copied into it)."""
+    if not EXTERNAL_XML.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{EXTERNAL_XML} is missing; CI must run the real-export tests")
+        pytest.skip(f"real exports not found at {EXTERNAL_XML}")
+    return EXTERNAL_XML
