@@ -11,7 +11,6 @@ Bezier (`FCPCurve`) keyframes are interpolated linearly between keys.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -75,7 +74,7 @@ class TimelineInfo:
 
 @dataclass
 class _Curve:
-    """A parameter's value over the source axis: keyframes, or a constant."""
+    """A keyframed parameter on the source axis (a constant is stored as a plain float)."""
 
     whens: np.ndarray
     values: np.ndarray
@@ -105,19 +104,24 @@ class _Reader:
         self.rules = rules
         self.warnings: list[str] = []
         self._by_id: dict[str, dict[str, etree._Element]] = {}
+        self._asset_classes: dict[tuple, int] = {}
 
-    @functools.cache  # noqa: B019 - a reader lives for one document
     def asset_class(
         self, name: str, file_name: str, track: int, is_generator: bool, is_nest: bool
     ) -> int:
-        return classify_asset(
-            name,
-            file_name,
-            track=track,
-            is_generator=is_generator,
-            is_nest=is_nest,
-            rules=self.rules,
-        )
+        """`classify_asset`, memoized per document (exports repeat the same clips often)."""
+        key = (name, file_name, track, is_generator, is_nest)
+        cls = self._asset_classes.get(key)
+        if cls is None:
+            cls = self._asset_classes[key] = classify_asset(
+                name,
+                file_name,
+                track=track,
+                is_generator=is_generator,
+                is_nest=is_nest,
+                rules=self.rules,
+            )
+        return cls
 
     def fail(self, reason: str) -> TimelineError:
         return TimelineError(self.path, reason)

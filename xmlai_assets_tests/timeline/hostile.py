@@ -35,7 +35,7 @@ def hostile_files(folder: Path) -> dict[str, str]:
             '<xmeml version="4"><sequence><duration>10</duration></sequence></xmeml>',
             "external DTD",
         ),
-        "binary_junk.xml": (bytes(range(256)) * 8, "not"),
+        "binary_junk.xml": (bytes(range(256)) * 8, "not well-formed"),
         "empty.xml": (b"", "empty"),
         "negative_duration.xml": (
             good.replace("<duration>10</duration>", "<duration>-5</duration>"),

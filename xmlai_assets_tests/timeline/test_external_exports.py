@@ -68,7 +68,9 @@ def test_resolve_export_and_its_transition(external_xml):
     assert not info.warnings
 
 
-def test_source_sizes_differ_from_the_sequence(external_xml):
-    # 1280x720 sources in a 1920x1080 sequence: centres are rescaled to sequence fractions
-    df = parse_timeline(external_xml / "test_XML_export_filtered_premiere.xml")
-    assert df.filter(regex=r"_x$").abs().to_numpy().max() <= 1.5
+def test_center_of_a_720p_source_is_rescaled_to_the_1080p_sequence(external_xml):
+    # clipitem-49111 on V13 (frames 8049..8202): center (0.128681, -0.0888383) of a 1280x720 source
+    df = parse_timeline(external_xml / "test_XML_export_filtered_premiere.xml", sample_rate_hz=24.0)
+    assert df["target_v13_active"].iloc[8100] == 1
+    assert df["target_v13_x"].iloc[8100] == pytest.approx(0.128681 * 1280 / 1920)
+    assert df["target_v13_y"].iloc[8100] == pytest.approx(-0.0888383 * 720 / 1080)

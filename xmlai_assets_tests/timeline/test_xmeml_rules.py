@@ -310,3 +310,14 @@ def test_asset_classes_by_track_extension_text_and_tag(tmp_path):
     assert (col(df, 2, "asset")[[0, 10]] == [1, 3]).all()
     assert (col(df, 3, "asset")[[0, 10]] == [4, 8]).all()
     assert (col(df, 4, "asset")[[0, 10]] == [2, 4]).all()  # "ID12" is no 0..9 tag
+
+
+def test_parsing_keeps_no_document_alive(tmp_path):
+    import gc
+
+    from xmlai_assets.timeline.parser import _Reader
+
+    for _ in range(3):
+        parse(tmp_path, track(clip(0, 10, name="logo.png")), duration=10)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, _Reader)]
