@@ -46,6 +46,30 @@ class DataLayout:
     def master_csv(self) -> Path:
         return self.data_dir / "master_training_data.csv"
 
+    @property
+    def train_csv(self) -> Path:
+        return self.data_dir / "train_data.csv"
+
+    @property
+    def val_csv(self) -> Path:
+        return self.data_dir / "val_data.csv"
+
+    @property
+    def scalers_pkl(self) -> Path:
+        return self.data_dir / "scalers.pkl"
+
+    @property
+    def scalers_json(self) -> Path:
+        return self.data_dir / "scalers.json"
+
+    @property
+    def train_sequences(self) -> Path:
+        return self.data_dir / "train_sequences.npz"
+
+    @property
+    def val_sequences(self) -> Path:
+        return self.data_dir / "val_sequences.npz"
+
 
 def list_timeline_files(folder: str | os.PathLike[str]) -> list[str]:
     """Names of the timeline exports directly in `folder`, sorted (hidden files skipped)."""

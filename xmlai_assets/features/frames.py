@@ -1,0 +1,143 @@
+"""Master and split CSVs read back as arrays shaped [row, track, parameter]."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from xmlai_assets.timeline.schema import COLUMNS, N_TRACKS, TRACK_COLUMNS, TRACK_PARAMS
+
+ACTIVE = TRACK_PARAMS.index("active")
+ASSET = TRACK_PARAMS.index("asset")
+BLOCK_BYTES = 8 << 20
+FLOAT64 = pa.float64()
+
+
+class DataFileError(ValueError):
+    """A data file the pipeline cannot use; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def check_header(path: str | os.PathLike[str]) -> None:
+    """Raise unless the CSV's header is the documented 183 columns in their order."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline().decode("utf-8").rstrip("\r\n").split(",")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFileError(path, f"cannot read the header ({exc})") from exc
+    if header == list(COLUMNS):
+        return
+    if len(header) != len(COLUMNS):
+        raise DataFileError(path, f"{len(header)} columns, expected {len(COLUMNS)}")
+    i = next(i for i, (a, b) in enumerate(zip(header, COLUMNS, strict=True)) if a != b)
+    raise DataFileError(path, f"column {i + 1} is {header[i]!r}, expected {COLUMNS[i]!r}")
+
+
+def _convert_options(
+    track_type: pa.DataType, columns: Sequence[str] | None
+) -> pa_csv.ConvertOptions:
+    types = {"video_id": pa.string(), "source_video_name": pa.string(), "time": pa.float64()}
+    types.update(dict.fromkeys(TRACK_COLUMNS, track_type))
+    return pa_csv.ConvertOptions(
+        column_types=types,
+        include_columns=list(columns) if columns is not None else None,
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    *,
+    track_type: pa.DataType = FLOAT64,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """The CSV as an Arrow table (track columns as `track_type`), after checking its header."""
+    check_header(path)
+    try:
+        return pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+            convert_options=_convert_options(track_type, columns),
+        )
+    except pa.ArrowInvalid as exc:
+        raise DataFileError(path, f"cannot read: {exc}") from exc
+
+
+def iter_batches(
+    path: str | os.PathLike[str], *, track_type: pa.DataType = FLOAT64
+) -> Iterator[pa.RecordBatch]:
+    """Stream the CSV in record batches (bounded memory), after checking its header."""
+    check_header(path)
+    try:
+        reader = pa_csv.open_csv(
+            path,
+            read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+            convert_options=_convert_options(track_type, None),
+        )
+        yield from reader
+    except pa.ArrowInvalid as exc:
+        raise DataFileError(path, f"cannot read: {exc}") from exc
+
+
+@dataclass
+class TrackFrames:
+    """One split's rows grouped by timeline: `values[row, track, param]` in the CSV's order.
+
+    Rows of video `video_ids[i]` are `values[offsets[i] : offsets[i] + lengths[i]]`, in time order.
+    """
+
+    video_ids: list[str]
+    offsets: np.ndarray
+    lengths: np.ndarray
+    time: np.ndarray
+    values: np.ndarray
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.values[:, :, ACTIVE] == 1
+
+
+def group_rows(video_codes: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(row order that makes each video contiguous or None, offsets, lengths) of coded rows."""
+    order = None
+    if np.any(video_codes[1:] < video_codes[:-1]):
+        order = np.argsort(video_codes, kind="stable")
+        video_codes = video_codes[order]
+    lengths = np.bincount(video_codes).astype(np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return order, offsets, lengths
+
+
+def load_track_frames(path: str | os.PathLike[str], dtype: type = np.float32) -> TrackFrames:
+    """Read a master or split CSV into a TrackFrames, rows grouped per video in file order."""
+    arrow_type = pa.from_numpy_dtype(np.dtype(dtype))
+    table = read_table(path, track_type=arrow_type, columns=["video_id", "time", *TRACK_COLUMNS])
+    n = table.num_rows
+    values = np.empty((n, len(TRACK_COLUMNS)), dtype=dtype)
+    for j, name in enumerate(TRACK_COLUMNS):
+        values[:, j] = table.column(name).to_numpy()
+    encoded = table.column("video_id").combine_chunks().dictionary_encode()
+    video_ids = encoded.dictionary.to_pylist()
+    codes = encoded.indices.to_numpy().astype(np.int64)
+    time = table.column("time").to_numpy()
+    del table
+    order, offsets, lengths = group_rows(codes)
+    if order is not None:
+        values, time = values[order], time[order]
+    return TrackFrames(
+        video_ids=video_ids,
+        offsets=offsets,
+        lengths=lengths,
+        time=time,
+        values=values.reshape(n, N_TRACKS, len(TRACK_PARAMS)),
+    )

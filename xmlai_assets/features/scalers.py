@@ -1,0 +1,149 @@
+"""One scikit-learn scaler per continuous parameter, pooled over the 20 tracks.
+
+Scalers are fitted on the active entries of the training split only: an inactive track holds
+placeholder values (scale 100, position 0, no crop) that say nothing about the layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import sklearn
+from sklearn.base import TransformerMixin
+from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+from xmlai_assets.atomic import atomic_write_bytes
+from xmlai_assets.features.frames import ACTIVE, DataFileError
+from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, INACTIVE_VALUES, TRACK_PARAMS
+
+ScalerKind = Literal["standard", "minmax", "robust"]
+SCALER_TYPES: dict[str, type[TransformerMixin]] = {
+    "standard": StandardScaler,
+    "minmax": MinMaxScaler,
+    "robust": RobustScaler,
+}
+Scalers = dict[str, TransformerMixin]
+
+
+def active_entries(values: np.ndarray, param: str) -> np.ndarray:
+    """Values of `param` on active tracks, pooled over all tracks: a 1-D float64 array."""
+    active = values[:, :, ACTIVE] == 1
+    return values[:, :, TRACK_PARAMS.index(param)][active].astype(np.float64)
+
+
+def fit_scalers(values: np.ndarray, kind: ScalerKind = "standard") -> Scalers:
+    """Fit one scaler of `kind` per continuous parameter on `values[row, track, param]`."""
+    if kind not in SCALER_TYPES:
+        raise ValueError(f"unknown scaler kind {kind!r}; choose one of {sorted(SCALER_TYPES)}")
+    scalers: Scalers = {}
+    for param in CONTINUOUS_PARAMS:
+        x = active_entries(values, param)
+        if x.size == 0:
+            raise ValueError("the training split has no active track entries to fit scalers on")
+        scalers[param] = SCALER_TYPES[kind]().fit(x.reshape(-1, 1))
+    return scalers
+
+
+def normalize(
+    values: np.ndarray, scalers: Mapping[str, TransformerMixin], *, copy: bool = True
+) -> np.ndarray:
+    """`values` as float32 with continuous parameters scaled; inactive entries become 0.
+
+    `active` and `asset` stay the integers they are. With `copy=False` a float32 input is
+    normalized in place.
+    """
+    out = values.astype(np.float32, copy=copy)
+    active = values[:, :, ACTIVE] == 1
+    for param in CONTINUOUS_PARAMS:
+        p = TRACK_PARAMS.index(param)
+        column = out[:, :, p]
+        scaled = scalers[param].transform(column[active].reshape(-1, 1)).ravel()
+        column[:] = 0.0
+        column[active] = scaled
+    return out
+
+
+def denormalize(encoded: np.ndarray, scalers: Mapping[str, TransformerMixin]) -> np.ndarray:
+    """Undo `normalize`: original units as float64, inactive entries back to their placeholders."""
+    out = encoded.astype(np.float64)
+    active = out[:, :, ACTIVE] == 1
+    for param in CONTINUOUS_PARAMS:
+        p = TRACK_PARAMS.index(param)
+        column = out[:, :, p]
+        original = scalers[param].inverse_transform(column[active].reshape(-1, 1)).ravel()
+        column[:] = INACTIVE_VALUES[param]
+        column[active] = original
+    return out
+
+
+def _center_and_scale(scaler: TransformerMixin) -> tuple[float, float]:
+    """The scaler as z = (x - center) / scale."""
+    if isinstance(scaler, StandardScaler):
+        return float(scaler.mean_[0]), float(scaler.scale_[0])
+    if isinstance(scaler, RobustScaler):
+        return float(scaler.center_[0]), float(scaler.scale_[0])
+    if isinstance(scaler, MinMaxScaler):
+        return float(scaler.data_min_[0]), float(1.0 / scaler.scale_[0])
+    raise TypeError(f"unsupported scaler {type(scaler).__name__}")
+
+
+def describe_scalers(scalers: Mapping[str, TransformerMixin], values: np.ndarray) -> dict:
+    """Per parameter: z = (x - center) / scale, and the fitted data's count, mean, std, range."""
+    stats = {}
+    for param, scaler in scalers.items():
+        x = active_entries(values, param)
+        center, scale = _center_and_scale(scaler)
+        stats[param] = {
+            "center": center,
+            "scale": scale,
+            "count": int(x.size),
+            "mean": float(x.mean()),
+            "std": float(x.std()),
+            "min": float(x.min()),
+            "max": float(x.max()),
+        }
+    return stats
+
+
+def save_scalers(
+    scalers: Mapping[str, TransformerMixin],
+    pkl_path: str | os.PathLike[str],
+    json_path: str | os.PathLike[str],
+    description: Mapping,
+) -> tuple[bytes, bytes]:
+    """Write the pickle and its readable JSON (with the pickle's hash) atomically; return both."""
+    pickled = pickle.dumps(dict(scalers), protocol=5)
+    doc = {
+        "format": "z = (x - center) / scale, per parameter, pooled over tracks V1..V20",
+        "sklearn_version": sklearn.__version__,
+        "pickle": Path(pkl_path).name,
+        "pickle_sha256": hashlib.sha256(pickled).hexdigest(),
+        **description,
+    }
+    text = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    atomic_write_bytes(pkl_path, pickled)
+    atomic_write_bytes(json_path, text)
+    return pickled, text
+
+
+def load_scalers(pkl_path: str | os.PathLike[str], json_path: str | os.PathLike[str]) -> Scalers:
+    """Load scalers this pipeline wrote: the pickle is only unpickled when its hash is the one
+    recorded in the JSON beside it."""
+    data = Path(pkl_path).read_bytes()
+    try:
+        recorded = json.loads(Path(json_path).read_text())["pickle_sha256"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataFileError(json_path, f"no readable pickle hash ({exc})") from exc
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise DataFileError(pkl_path, f"does not match the hash recorded in {json_path}")
+    scalers = pickle.loads(data)  # noqa: S301 - our own file, hash-checked above
+    if set(scalers) != set(CONTINUOUS_PARAMS):
+        raise DataFileError(pkl_path, f"holds scalers for {sorted(scalers)}")
+    return scalers

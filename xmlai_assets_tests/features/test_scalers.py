@@ -1,0 +1,146 @@
+"""Scalers: fitted on active training entries only, bounded, invertible, hash-checked on load."""
+
+import json
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xmlai_assets.features.frames import DataFileError, load_track_frames
+from xmlai_assets.features.preprocess import fit_train_scalers, split_master
+from xmlai_assets.features.scalers import (
+    active_entries,
+    denormalize,
+    describe_scalers,
+    fit_scalers,
+    load_scalers,
+    normalize,
+    save_scalers,
+)
+from xmlai_assets.paths import DataLayout
+from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, INACTIVE_VALUES, TRACK_PARAMS
+from xmlai_assets_tests.features.frames_factory import make_master, write_master
+
+lengths = st.lists(st.integers(1, 60), min_size=2, max_size=8)
+kinds = st.sampled_from(["standard", "minmax", "robust"])
+
+
+def values_of(df):
+    from xmlai_assets.timeline.schema import TRACK_COLUMNS
+
+    return df[list(TRACK_COLUMNS)].to_numpy(np.float64).reshape(len(df), 20, 9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), lengths=lengths, kind=kinds)
+def test_normalized_training_values_have_the_kinds_bounds(seed, lengths, kind):
+    values = values_of(make_master(seed, lengths))
+    scaled = normalize(values, fit_scalers(values, kind))
+    active = values[:, :, 0] == 1
+    for param in CONTINUOUS_PARAMS:
+        z = scaled[:, :, TRACK_PARAMS.index(param)][active].astype(np.float64)
+        if kind == "standard":
+            assert abs(z.mean()) < 1e-4
+            assert z.std() == pytest.approx(1.0, abs=1e-4) or z.std() == 0.0
+        elif kind == "minmax":
+            assert z.min() >= -1e-6 and z.max() <= 1 + 1e-6
+        else:
+            assert abs(np.median(z)) < 1e-4
+        # inactive entries carry no placeholder into the model
+        assert not scaled[:, :, TRACK_PARAMS.index(param)][~active].any()
+    np.testing.assert_array_equal(scaled[:, :, :2], values[:, :, :2])  # classes stay integers
+    assert scaled.dtype == np.float32
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), lengths=lengths, kind=kinds)
+def test_inverse_transform_gives_back_the_original_values(seed, lengths, kind):
+    values = values_of(make_master(seed, lengths))
+    scalers = fit_scalers(values, kind)
+    back = denormalize(normalize(values, scalers), scalers)
+    # float32 in between: agreement to float32 precision of the larger values
+    np.testing.assert_allclose(back, values, rtol=1e-6, atol=1e-3)
+    inactive = values[:, :, 0] == 0
+    for param in CONTINUOUS_PARAMS:
+        assert (back[:, :, TRACK_PARAMS.index(param)][inactive] == INACTIVE_VALUES[param]).all()
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), lengths=st.lists(st.integers(1, 40), min_size=3, max_size=8))
+def test_scalers_do_not_change_when_only_validation_data_changes(seed, lengths):
+    df = make_master(seed, lengths)
+    other = make_master(seed + 1, lengths)
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = DataLayout.at(tmp)
+        write_master(df, layout.master_csv)
+        split = split_master(layout, 0.3, seed).split
+        fit_train_scalers(layout)
+        before = layout.scalers_pkl.read_bytes(), layout.scalers_json.read_bytes()
+
+        in_val = df["video_id"].isin(split.val)
+        changed = df.copy()
+        changed.loc[in_val, df.columns[3:]] = other.loc[in_val, df.columns[3:]].to_numpy()
+        write_master(changed, layout.master_csv)
+        assert split_master(layout, 0.3, seed).split == split
+        fit_train_scalers(layout)
+        assert (layout.scalers_pkl.read_bytes(), layout.scalers_json.read_bytes()) == before
+
+        # a change to a training video does move them
+        in_train = df["video_id"] == split.train[0]
+        changed.loc[in_train, ["target_v1_active", "target_v1_scale"]] = [1, 999.0]
+        write_master(changed, layout.master_csv)
+        split_master(layout, 0.3, seed)
+        fit_train_scalers(layout)
+        assert layout.scalers_pkl.read_bytes() != before[0]
+
+
+def test_placeholders_of_inactive_tracks_do_not_move_the_statistics():
+    values = values_of(make_master(0, [50, 50]))
+    before = describe_scalers(fit_scalers(values), values)
+    values[:, :, TRACK_PARAMS.index("scale")][values[:, :, 0] == 0] = 1e6
+    assert describe_scalers(fit_scalers(values), values) == before
+
+
+def test_one_scaler_per_parameter_pooled_over_tracks():
+    values = values_of(make_master(1, [30]))
+    scalers = fit_scalers(values, "standard")
+    assert sorted(scalers) == sorted(CONTINUOUS_PARAMS)
+    x = active_entries(values, "x")
+    assert scalers["x"].n_samples_seen_ == x.size == int((values[:, :, 0] == 1).sum())
+    assert scalers["x"].mean_[0] == pytest.approx(x.mean())
+
+
+def test_json_describes_the_transform_and_the_pickle_is_hash_checked(tmp_path):
+    values = values_of(make_master(2, [40, 30]))
+    scalers = fit_scalers(values, "minmax")
+    pkl, js = tmp_path / "scalers.pkl", tmp_path / "scalers.json"
+    stats = describe_scalers(scalers, values)
+    save_scalers(scalers, pkl, js, {"kind": "minmax", "params": stats})
+    doc = json.loads(js.read_text())
+    x = active_entries(values, "y")
+    y = doc["params"]["y"]
+    np.testing.assert_allclose(
+        (x - y["center"]) / y["scale"], scalers["y"].transform(x.reshape(-1, 1)).ravel()
+    )
+    assert load_scalers(pkl, js)["y"].data_min_ == scalers["y"].data_min_
+    pkl.write_bytes(pkl.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DataFileError, match="does not match the hash"):
+        load_scalers(pkl, js)
+
+
+def test_scalers_fit_from_a_csv_match_the_frame_values(tmp_path):
+    df = make_master(4, [12, 7])
+    write_master(df, tmp_path / "train.csv")
+    frames = load_track_frames(tmp_path / "train.csv", np.float64)
+    np.testing.assert_array_equal(frames.values, values_of(df))
+    assert frames.video_ids == ["video 000", "video 001"]
+    assert frames.lengths.tolist() == [12, 7]
+
+
+def test_no_active_entry_is_a_clear_error():
+    values = values_of(make_master(0, [5]))
+    values[:, :, 0] = 0
+    with pytest.raises(ValueError, match="no active track entries"):
+        fit_scalers(values)
