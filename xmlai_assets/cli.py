@@ -20,7 +20,8 @@ def _instance():
 
 
 def run_pipeline(layout: DataLayout, instance) -> bool:
-    """Register the folder's timeline files as partitions and materialize everything."""
+    """Register the folder's timeline files as partitions and materialize everything: the
+    frames of every file in one run, then the master CSV and all that follows from it."""
     import dagster as dg
 
     from xmlai_assets.definitions import build_definitions
@@ -46,10 +47,10 @@ def run_pipeline(layout: DataLayout, instance) -> bool:
         )
         if not result.success:
             return False
+    master = dg.AssetKey("master_training_data")
+    downstream = dg.AssetSelection.assets(master).downstream().resolve(defs.resolve_asset_graph())
     result = job.execute_in_process(
-        instance=instance,
-        asset_selection=[dg.AssetKey("master_training_data")],
-        raise_on_error=False,
+        instance=instance, asset_selection=sorted(downstream), raise_on_error=False
     )
     return result.success
 

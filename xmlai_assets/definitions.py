@@ -5,13 +5,18 @@ from __future__ import annotations
 import dagster as dg
 
 from xmlai_assets.defs.ingest import assets as ingest
+from xmlai_assets.defs.preprocess import assets as preprocess
+from xmlai_assets.defs.preprocess import checks as preprocess_checks
 from xmlai_assets.defs.resources import DataPaths
+
+ASSET_MODULES = (ingest, preprocess)
+CHECK_MODULES = (ingest, preprocess_checks)
 
 
 def build_definitions(paths: DataPaths | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[ingest.timeline_xml, ingest.timeline_frames, ingest.master_training_data],
-        asset_checks=[ingest.all_timelines_parsed],
+        assets=dg.load_assets_from_modules(ASSET_MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
         resources={"paths": paths or DataPaths.from_env()},
     )
 

@@ -71,13 +71,14 @@ def test_rerun_with_unchanged_inputs_gives_identical_bytes(layout):
 
 
 def test_removed_file_leaves_the_master_and_a_broken_file_drops_stale_frames(layout):
+    generate_timeline(3, seconds=6, name="good 3 ø").write(layout.timelines_dir)
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance)
         (layout.timelines_dir / "good 0 ø.xml").unlink()
         (layout.timelines_dir / "good 1 ø.xml").write_text("<xmeml><broken")
         assert run_pipeline(layout, instance)
         master = pd.read_csv(layout.master_csv)
-        assert sorted(master["video_id"].unique()) == ["good 2 ø"]
+        assert sorted(master["video_id"].unique()) == ["good 2 ø", "good 3 ø"]
         assert not layout.frames_file("good 1 ø.xml").exists()
 
 

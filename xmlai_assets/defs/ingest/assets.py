@@ -4,6 +4,7 @@ import hashlib
 
 import dagster as dg
 
+from xmlai_assets.defs.metadata import column_schema
 from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.timeline.ingest import (
@@ -36,15 +37,6 @@ def timeline_xml(context: dg.AssetExecutionContext, paths: DataPaths) -> dg.Data
     keys = context.instance.get_dynamic_partitions(timeline_files.name)
     versions = {key: file_sha256(folder / key) for key in keys if (folder / key).is_file()}
     return dg.DataVersionsByPartition(versions)
-
-
-def _column_schema() -> dg.TableSchema:
-    def kind(name: str) -> str:
-        if name in ("video_id", "source_video_name"):
-            return "string"
-        return "int" if name.endswith(("_active", "_asset")) else "float"
-
-    return dg.TableSchema(columns=[dg.TableColumn(name, kind(name)) for name in COLUMNS])
 
 
 @dg.asset(
@@ -137,7 +129,7 @@ def master_training_data(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary.rows,
-            "dagster/column_schema": _column_schema(),
+            "dagster/column_schema": column_schema(),
             "column_count": len(COLUMNS),
             "video_count": len(summary.rows_per_video),
             "rows_per_video": summary.rows_per_video,

@@ -1,0 +1,161 @@
+"""Preprocess: master CSV → train/val split → scalers → 100-step training sequences."""
+
+from typing import Literal
+
+import dagster as dg
+
+from xmlai_assets.defs.ingest.assets import master_training_data
+from xmlai_assets.defs.metadata import column_schema, file_metadata, table
+from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.features.preprocess import (
+    FEATURES_VERSION,
+    SPLITS,
+    build_sequences,
+    fit_train_scalers,
+    split_master,
+)
+
+GROUP = "preprocess"
+CODE_VERSION = f"features-{FEATURES_VERSION}"
+
+
+class SplitConfig(dg.Config):
+    val_fraction: float = 0.2
+    """Share of timelines held out for validation (rounded half up; 110 → 22)."""
+    seed: int = 0
+    """Which timelines are held out: the same seed and videos always give the same split."""
+
+
+class ScalerConfig(dg.Config):
+    kind: Literal["standard", "minmax", "robust"] = "standard"
+    """scikit-learn scaler per parameter: StandardScaler, MinMaxScaler or RobustScaler."""
+
+
+class WindowConfig(dg.Config):
+    window: int = 100
+    """Steps per training sequence."""
+    stride: int = 80
+    """Steps between window starts (window - stride steps of overlap); at most `window`."""
+
+
+def _data_version(sha256: str) -> dg.DataVersion:
+    return dg.DataVersion(sha256[:32])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            f"{split}_data",
+            deps=[master_training_data],
+            group_name=GROUP,
+            code_version=CODE_VERSION,
+            description=f"The master CSV's rows of the {label} timelines ({split}_data.csv); "
+            "whole timelines are held out, never single rows.",
+            kinds={"csv"},
+        )
+        for split, label in (("train", "training"), ("val", "held-out validation"))
+    ],
+    name="video_split",
+)
+def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: DataPaths):
+    summary = split_master(paths.layout, config.val_fraction, config.seed)
+    context.log.info(
+        f"{len(summary.split.train)} training and {len(summary.split.val)} validation timelines "
+        f"({summary.rows['train']} and {summary.rows['val']} rows)"
+    )
+    for split in SPLITS:
+        info = summary.files[split]
+        rows_per_video = summary.rows_per_video[split]
+        yield dg.MaterializeResult(
+            asset_key=f"{split}_data",
+            metadata={
+                "dagster/row_count": summary.rows[split],
+                "dagster/column_schema": column_schema(),
+                "video_count": len(rows_per_video),
+                "video_ids": sorted(rows_per_video),
+                "rows_per_video": rows_per_video,
+                "val_fraction": config.val_fraction,
+                "seed": config.seed,
+                **file_metadata(info),
+            },
+            data_version=_data_version(info.sha256),
+        )
+
+
+@dg.asset(
+    deps=["train_data"],
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    description="One scikit-learn scaler per continuous parameter (scale, x, y, crop_l..crop_b), "
+    "pooled over the 20 tracks and fitted on the active entries of the training split only "
+    "(scalers.pkl); scalers.json holds the same parameters for other tools.",
+    kinds={"sklearn"},
+)
+def scalers(
+    context: dg.AssetExecutionContext, config: ScalerConfig, paths: DataPaths
+) -> dg.MaterializeResult:
+    summary = fit_train_scalers(paths.layout, config.kind)
+    context.log.info(f"{config.kind} scalers fitted on {summary.rows} training rows")
+    stats = [{"param": param, **values} for param, values in summary.stats.items()]
+    return dg.MaterializeResult(
+        metadata={
+            "kind": config.kind,
+            "fitted_on_rows": summary.rows,
+            "fitted_on_videos": summary.videos,
+            "statistics": table(
+                stats,
+                {"param": "string", "count": "int"}
+                | dict.fromkeys(("center", "scale", "mean", "std", "min", "max"), "float"),
+            ),
+            **file_metadata(summary.pickle),
+            **file_metadata(summary.json, prefix="json_"),
+        },
+        data_version=_data_version(summary.pickle.sha256),
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            f"{split}_sequences",
+            deps=[f"{split}_data", "scalers"],
+            group_name=GROUP,
+            code_version=CODE_VERSION,
+            description=f"{label} windows ({split}_sequences.npz): sequences float32 "
+            "[N, window, 180] (per track: active, asset, then the scaled continuous values; 0 "
+            "where a track is off), masks bool [N, window] (False on end padding), video_ids "
+            "[N], start_times [N] in seconds.",
+            kinds={"numpy"},
+        )
+        for split, label in (("train", "Training"), ("val", "Validation"))
+    ],
+    name="training_sequences",
+)
+def training_sequences(context: dg.AssetExecutionContext, config: WindowConfig, paths: DataPaths):
+    summaries = build_sequences(paths.layout, config.window, config.stride)
+    for split in SPLITS:
+        summary = summaries[split]
+        stats = summary.stats
+        context.log.info(
+            f"{split}: {stats['windows']} windows of {config.window} steps from "
+            f"{stats['videos']} timelines, {stats['valid_step_ratio']:.1%} real steps"
+        )
+        yield dg.MaterializeResult(
+            asset_key=f"{split}_sequences",
+            metadata={
+                "dagster/row_count": stats["windows"],
+                "windows": stats["windows"],
+                "video_count": stats["videos"],
+                "video_ids": summary.video_ids,
+                "real_steps": stats["real_steps"],
+                "valid_step_ratio": float(round(stats["valid_step_ratio"], 6)),
+                "active_histogram": stats["active_histogram"],
+                "asset_histogram": stats["asset_histogram"],
+                "shapes": summary.shapes,
+                "array_bytes": summary.nbytes,
+                "window": config.window,
+                "stride": config.stride,
+                **file_metadata(summary.file),
+            },
+            data_version=_data_version(summary.file.sha256),
+        )
