@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import numpy as np
 import pyarrow as pa
 
-from xmlai_assets.features.frames import DataFileError, iter_batches, read_table
+from xmlai_assets.features.frames import DataFileError, iter_batches, read_columns
 from xmlai_assets.features.split import VideoSplit, split_videos, val_count
-from xmlai_assets.features.windows import N_FEATURES, Sequences, window_starts
+from xmlai_assets.features.windows import N_FEATURES, Sequences, channel, window_starts
 from xmlai_assets.timeline.schema import N_TRACKS, TRACK_COLUMNS, TRACK_PARAMS, track_column
 
 # Allowed range of each parameter (inclusive); None: any finite value.
@@ -52,7 +52,7 @@ def master_problems(path: str | os.PathLike[str]) -> list[str]:
     """Check a master (or split) CSV: the documented columns, finite values in range, integer
     classes, time strictly increasing within each video, at least one video."""
     try:
-        ids_and_time = read_table(path, columns=["video_id", "time"])
+        ids_and_time = read_columns(path, ["video_id", "time"])
     except DataFileError as exc:
         return [exc.reason]
     if ids_and_time.num_rows == 0:
@@ -181,14 +181,15 @@ def sequence_problems(
         problems.append("windows of a video are not in time order")
     padded = seq.sequences[~seq.masks]
     if padded.size and np.any(padded != 0):
-        problems.append(
-            f"padding: {int((padded != 0).any(axis=1).sum())} padded steps not all zero"
-        )
-    real = seq.sequences[seq.masks].reshape(-1, N_TRACKS, len(TRACK_PARAMS))
-    if not np.isfinite(real).all():
-        problems.append(f"values: {int((~np.isfinite(real)).sum())} not finite on real steps")
+        n_bad = int((padded != 0).any(axis=1).sum())
+        problems.append(f"padding: {n_bad} padded steps not all zero")
+    del padded
+    finite = np.isfinite(seq.sequences)
+    if not finite.all():
+        problems.append(f"values: {int((~finite).sum())} not finite")
+    del finite
     for param in INTEGER_PARAMS:
-        values = real[:, :, TRACK_PARAMS.index(param)]
+        values = channel(seq, param)
         lo, hi = RANGES[param]
         bad = (values < lo) | (values > hi) | (values != np.round(values))
         if bad.any():

@@ -19,6 +19,7 @@ from xmlai_assets.features.scalers import (
     fit_scalers,
     load_scalers,
     normalize,
+    read_active_entries,
     save_scalers,
 )
 from xmlai_assets.features.split import VideoSplit, read_video_ids, split_videos, write_split_csvs
@@ -90,10 +91,10 @@ def split_master(layout: DataLayout, val_fraction: float = 0.2, seed: int = 0) -
 
 def fit_train_scalers(layout: DataLayout, kind: ScalerKind = "standard") -> ScalerSummary:
     """train_data.csv → scalers.pkl and scalers.json (active entries of the training split)."""
-    frames = load_track_frames(layout.train_csv, np.float64)
-    scalers = fit_scalers(frames.values, kind)
-    stats = describe_scalers(scalers, frames.values)
-    fitted_on = {"split": "train", "rows": len(frames.time), "videos": len(frames.video_ids)}
+    entries, rows, videos = read_active_entries(layout.train_csv)
+    scalers = fit_scalers(entries, kind)
+    stats = describe_scalers(scalers, entries)
+    fitted_on = {"split": "train", "rows": rows, "videos": videos}
     save_scalers(
         scalers,
         layout.scalers_pkl,

@@ -20,8 +20,14 @@ from sklearn.base import TransformerMixin
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from xmlai_assets.atomic import atomic_write_bytes
-from xmlai_assets.features.frames import ACTIVE, DataFileError
-from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, INACTIVE_VALUES, TRACK_PARAMS
+from xmlai_assets.features.frames import ACTIVE, DataFileError, iter_batches
+from xmlai_assets.timeline.schema import (
+    CONTINUOUS_PARAMS,
+    INACTIVE_VALUES,
+    N_TRACKS,
+    TRACK_COLUMNS,
+    TRACK_PARAMS,
+)
 
 ScalerKind = Literal["standard", "minmax", "robust"]
 SCALER_TYPES: dict[str, type[TransformerMixin]] = {
@@ -32,19 +38,39 @@ SCALER_TYPES: dict[str, type[TransformerMixin]] = {
 Scalers = dict[str, TransformerMixin]
 
 
-def active_entries(values: np.ndarray, param: str) -> np.ndarray:
-    """Values of `param` on active tracks, pooled over all tracks: a 1-D float64 array."""
+def active_entries(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per continuous parameter, its values on active tracks pooled over all tracks (1-D
+    float64), from `values[row, track, param]`."""
     active = values[:, :, ACTIVE] == 1
-    return values[:, :, TRACK_PARAMS.index(param)][active].astype(np.float64)
+    return {
+        param: values[:, :, TRACK_PARAMS.index(param)][active].astype(np.float64)
+        for param in CONTINUOUS_PARAMS
+    }
 
 
-def fit_scalers(values: np.ndarray, kind: ScalerKind = "standard") -> Scalers:
-    """Fit one scaler of `kind` per continuous parameter on `values[row, track, param]`."""
+def read_active_entries(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], int, int]:
+    """`active_entries` of a split CSV, streamed (only the active entries are ever held), with
+    the file's row and video counts."""
+    parts: dict[str, list[np.ndarray]] = {param: [] for param in CONTINUOUS_PARAMS}
+    rows, videos = 0, set()
+    for batch in iter_batches(path):
+        values = np.stack(
+            [batch.column(name).to_numpy(zero_copy_only=False) for name in TRACK_COLUMNS], axis=1
+        ).reshape(batch.num_rows, N_TRACKS, len(TRACK_PARAMS))
+        for param, entries in active_entries(values).items():
+            parts[param].append(entries)
+        rows += batch.num_rows
+        videos.update(batch.column("video_id").unique().to_pylist())
+    return {p: np.concatenate(v) if v else np.zeros(0) for p, v in parts.items()}, rows, len(videos)
+
+
+def fit_scalers(entries: Mapping[str, np.ndarray], kind: ScalerKind = "standard") -> Scalers:
+    """Fit one scaler of `kind` per continuous parameter on its pooled active entries."""
     if kind not in SCALER_TYPES:
         raise ValueError(f"unknown scaler kind {kind!r}; choose one of {sorted(SCALER_TYPES)}")
     scalers: Scalers = {}
     for param in CONTINUOUS_PARAMS:
-        x = active_entries(values, param)
+        x = entries[param]
         if x.size == 0:
             raise ValueError("the training split has no active track entries to fit scalers on")
         scalers[param] = SCALER_TYPES[kind]().fit(x.reshape(-1, 1))
@@ -94,11 +120,13 @@ def _center_and_scale(scaler: TransformerMixin) -> tuple[float, float]:
     raise TypeError(f"unsupported scaler {type(scaler).__name__}")
 
 
-def describe_scalers(scalers: Mapping[str, TransformerMixin], values: np.ndarray) -> dict:
+def describe_scalers(
+    scalers: Mapping[str, TransformerMixin], entries: Mapping[str, np.ndarray]
+) -> dict:
     """Per parameter: z = (x - center) / scale, and the fitted data's count, mean, std, range."""
     stats = {}
     for param, scaler in scalers.items():
-        x = active_entries(values, param)
+        x = entries[param]
         center, scale = _center_and_scale(scaler)
         stats[param] = {
             "center": center,

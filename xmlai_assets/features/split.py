@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xmlai_assets.atomic import atomic_path
-from xmlai_assets.features.frames import DataFileError, iter_batches, read_table
+from xmlai_assets.features.frames import DataFileError, iter_batches, read_columns
 from xmlai_assets.timeline.tables import csv_writer
 
 
@@ -57,7 +57,7 @@ def split_videos(video_ids: Iterable[str], val_fraction: float = 0.2, seed: int 
 
 def read_video_ids(path: str | os.PathLike[str]) -> Counter[str]:
     """Rows per video id of a master or split CSV."""
-    column = read_table(path, columns=["video_id"]).column("video_id")
+    column = read_columns(path, ["video_id"]).column("video_id")
     counts = pc.value_counts(column)
     return Counter(
         dict(

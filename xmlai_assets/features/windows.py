@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xmlai_assets.atomic import atomic_path
-from xmlai_assets.features.frames import ACTIVE, ASSET, DataFileError, TrackFrames
+from xmlai_assets.features.frames import DataFileError, TrackFrames
 from xmlai_assets.timeline.schema import N_TRACKS, TRACK_PARAMS
 
 N_FEATURES = N_TRACKS * len(TRACK_PARAMS)
@@ -93,27 +93,31 @@ def write_npz(sequences: Sequences, path: str | os.PathLike[str]) -> None:
                 np.lib.format.write_array(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def read_npz(path: str | os.PathLike[str]) -> Sequences:
-    """Read a sequences file (no pickled objects are ever loaded)."""
+def read_npz(path: str | os.PathLike[str], names: tuple[str, ...] = ARRAYS) -> Sequences:
+    """Read a sequences file (no pickled objects are ever loaded); arrays not in `names` are
+    left unread and empty."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in ARRAYS if name not in data.files]
+            missing = [name for name in names if name not in data.files]
             if missing:
                 raise DataFileError(path, f"missing arrays {missing}")
-            return Sequences(**{name: data[name] for name in ARRAYS})
+            return Sequences(**{n: data[n] if n in names else np.empty(0) for n in ARRAYS})
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         if isinstance(exc, DataFileError):
             raise
         raise DataFileError(path, f"not a readable sequences file ({exc})") from exc
 
 
+def channel(seq: Sequences, param: str) -> np.ndarray:
+    """One parameter of all 20 tracks on the real steps: [real steps, 20] (a small copy)."""
+    return seq.sequences[:, :, TRACK_PARAMS.index(param) :: len(TRACK_PARAMS)][seq.masks]
+
+
 def sequence_stats(seq: Sequences) -> dict:
     """Counts a reader of the metadata wants: windows, valid-step ratio, class histograms."""
-    real = seq.sequences[seq.masks]  # [real steps, 180]
-    per_track = real.reshape(len(real), N_TRACKS, len(TRACK_PARAMS))
-    active = per_track[:, :, ACTIVE].astype(np.int64).ravel()
-    on_screen = per_track[:, :, ACTIVE] == 1
-    asset = per_track[:, :, ASSET][on_screen].astype(np.int64)
+    active = channel(seq, "active")
+    asset = channel(seq, "asset")[active == 1].astype(np.int64)
+    active = active.astype(np.int64).ravel()
     return {
         "windows": int(len(seq.masks)),
         "videos": int(len(np.unique(seq.video_ids))),

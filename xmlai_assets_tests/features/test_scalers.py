@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xmlai_assets.features.frames import DataFileError, load_track_frames
+from xmlai_assets.features.frames import BLOCK_BYTES, DataFileError, load_track_frames
 from xmlai_assets.features.preprocess import fit_train_scalers, split_master
 from xmlai_assets.features.scalers import (
     active_entries,
@@ -17,6 +17,7 @@ from xmlai_assets.features.scalers import (
     fit_scalers,
     load_scalers,
     normalize,
+    read_active_entries,
     save_scalers,
 )
 from xmlai_assets.paths import DataLayout
@@ -37,7 +38,7 @@ def values_of(df):
 @given(seed=st.integers(0, 10**6), lengths=lengths, kind=kinds)
 def test_normalized_training_values_have_the_kinds_bounds(seed, lengths, kind):
     values = values_of(make_master(seed, lengths))
-    scaled = normalize(values, fit_scalers(values, kind))
+    scaled = normalize(values, fit_scalers(active_entries(values), kind))
     active = values[:, :, 0] == 1
     for param in CONTINUOUS_PARAMS:
         z = scaled[:, :, TRACK_PARAMS.index(param)][active].astype(np.float64)
@@ -58,7 +59,7 @@ def test_normalized_training_values_have_the_kinds_bounds(seed, lengths, kind):
 @given(seed=st.integers(0, 10**6), lengths=lengths, kind=kinds)
 def test_inverse_transform_gives_back_the_original_values(seed, lengths, kind):
     values = values_of(make_master(seed, lengths))
-    scalers = fit_scalers(values, kind)
+    scalers = fit_scalers(active_entries(values), kind)
     back = denormalize(normalize(values, scalers), scalers)
     # float32 in between: agreement to float32 precision of the larger values
     np.testing.assert_allclose(back, values, rtol=1e-6, atol=1e-3)
@@ -98,28 +99,28 @@ def test_scalers_do_not_change_when_only_validation_data_changes(seed, lengths):
 
 def test_placeholders_of_inactive_tracks_do_not_move_the_statistics():
     values = values_of(make_master(0, [50, 50]))
-    before = describe_scalers(fit_scalers(values), values)
+    before = describe_scalers(fit_scalers(active_entries(values)), active_entries(values))
     values[:, :, TRACK_PARAMS.index("scale")][values[:, :, 0] == 0] = 1e6
-    assert describe_scalers(fit_scalers(values), values) == before
+    assert describe_scalers(fit_scalers(active_entries(values)), active_entries(values)) == before
 
 
 def test_one_scaler_per_parameter_pooled_over_tracks():
     values = values_of(make_master(1, [30]))
-    scalers = fit_scalers(values, "standard")
+    scalers = fit_scalers(active_entries(values), "standard")
     assert sorted(scalers) == sorted(CONTINUOUS_PARAMS)
-    x = active_entries(values, "x")
+    x = active_entries(values)["x"]
     assert scalers["x"].n_samples_seen_ == x.size == int((values[:, :, 0] == 1).sum())
     assert scalers["x"].mean_[0] == pytest.approx(x.mean())
 
 
 def test_json_describes_the_transform_and_the_pickle_is_hash_checked(tmp_path):
     values = values_of(make_master(2, [40, 30]))
-    scalers = fit_scalers(values, "minmax")
+    scalers = fit_scalers(active_entries(values), "minmax")
     pkl, js = tmp_path / "scalers.pkl", tmp_path / "scalers.json"
-    stats = describe_scalers(scalers, values)
+    stats = describe_scalers(scalers, active_entries(values))
     save_scalers(scalers, pkl, js, {"kind": "minmax", "params": stats})
     doc = json.loads(js.read_text())
-    x = active_entries(values, "y")
+    x = active_entries(values)["y"]
     y = doc["params"]["y"]
     np.testing.assert_allclose(
         (x - y["center"]) / y["scale"], scalers["y"].transform(x.reshape(-1, 1)).ravel()
@@ -128,6 +129,20 @@ def test_json_describes_the_transform_and_the_pickle_is_hash_checked(tmp_path):
     pkl.write_bytes(pkl.read_bytes()[:-1] + b"\0")
     with pytest.raises(DataFileError, match="does not match the hash"):
         load_scalers(pkl, js)
+
+
+def test_streamed_reads_of_a_csv_larger_than_a_block_match_its_values(tmp_path):
+    df = make_master(6, [4000, 1, 2500])
+    write_master(df, tmp_path / "train.csv")
+    assert (tmp_path / "train.csv").stat().st_size > 3 * BLOCK_BYTES
+    entries, rows, videos = read_active_entries(tmp_path / "train.csv")
+    assert (rows, videos) == (6501, 3)
+    for param, want in active_entries(values_of(df)).items():
+        np.testing.assert_array_equal(entries[param], want)
+    frames = load_track_frames(tmp_path / "train.csv", np.float64)
+    np.testing.assert_array_equal(frames.values, values_of(df))
+    np.testing.assert_array_equal(frames.time, df["time"])
+    assert frames.lengths.tolist() == [4000, 1, 2500]
 
 
 def test_scalers_fit_from_a_csv_match_the_frame_values(tmp_path):
@@ -143,4 +158,4 @@ def test_no_active_entry_is_a_clear_error():
     values = values_of(make_master(0, [5]))
     values[:, :, 0] = 0
     with pytest.raises(ValueError, match="no active track entries"):
-        fit_scalers(values)
+        fit_scalers(active_entries(values))

@@ -83,7 +83,8 @@ def split_as_configured(
     config = _latest_metadata(context, "train_data")
     layout = paths.layout
     try:
-        train, val = read_npz(layout.train_sequences), read_npz(layout.val_sequences)
+        train = read_npz(layout.train_sequences, names=("video_ids",))
+        val = read_npz(layout.val_sequences, names=("video_ids",))
     except DataFileError as exc:
         return _result([str(exc)])
     problems = split_problems(train, val, config["val_fraction"], config["seed"])

@@ -1,0 +1,164 @@
+"""Preprocess benchmark: master CSV → split → scalers → sequences (with the blocking checks) on
+the 110-timeline corpus, once as Dagster assets and once as plain function calls, in one run.
+
+Each variant runs in its own process so that its peak memory is its own; time is the best and
+median of --repeat runs, memory the peak resident size above the process's size before the work.
+
+    make bench            (or: .venv/bin/python bench/preprocess.py [--corpus DIR] [--repeat N])
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from xmlai_assets.paths import DataLayout, list_timeline_files
+
+PREPROCESS = ("train_data", "val_data", "scalers", "train_sequences", "val_sequences")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def plain_run(layout: DataLayout):
+    """The steps and checks the assets run, called directly."""
+    from xmlai_assets.features.checks import master_problems, sequence_problems, split_problems
+    from xmlai_assets.features.preprocess import preprocess
+    from xmlai_assets.features.split import read_video_ids
+    from xmlai_assets.features.windows import read_npz
+
+    def run() -> None:
+        assert master_problems(layout.master_csv) == []
+        preprocess(layout)
+        for split in ("train", "val"):
+            seq = read_npz(getattr(layout, f"{split}_sequences"))
+            rows = read_video_ids(getattr(layout, f"{split}_csv"))
+            assert sequence_problems(seq, rows, 100, 80) == []
+            del seq
+        ids = {
+            s: read_npz(getattr(layout, f"{s}_sequences"), ("video_ids",)) for s in ("train", "val")
+        }
+        assert split_problems(ids["train"], ids["val"], 0.2, 0) == []
+
+    return run
+
+
+def dagster_run(layout: DataLayout):
+    """The same through Dagster: the preprocess assets and every check on the way, one run."""
+    import dagster as dg
+
+    from xmlai_assets.definitions import build_definitions
+    from xmlai_assets.defs.resources import DataPaths
+
+    base = build_definitions(DataPaths(data_dir=str(layout.data_dir)))
+    selection = dg.AssetSelection.assets(*PREPROCESS) | dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("master_training_data"), "master_data_valid")
+    )
+    defs = dg.Definitions.merge(
+        base, dg.Definitions(jobs=[dg.define_asset_job("preprocess", selection=selection)])
+    )
+    job = defs.resolve_job_def("preprocess")
+    # a SQLite instance on disk, as `make demo` and `dg dev` use, not an in-memory one
+    instance = dg.DagsterInstance.local_temp(tempfile.mkdtemp(dir=layout.data_dir))
+
+    def run() -> None:
+        result = job.execute_in_process(instance=instance)
+        assert result.success
+
+    return run
+
+
+def worker(variant: str, data_dir: Path, repeat: int) -> None:
+    layout = DataLayout.at(data_dir)
+    run = plain_run(layout) if variant == "plain" else dagster_run(layout)
+    import numpy as np  # noqa: F401 - imported before the baseline is taken
+
+    gc.collect()
+    baseline = rss_bytes()
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    from xmlai_assets.features.windows import read_npz
+
+    arrays = sum(read_npz(p).nbytes for p in (layout.train_sequences, layout.val_sequences))
+    json.dump(
+        {"times": times, "peak_delta": peak_rss_bytes() - baseline, "arrays": arrays}, sys.stdout
+    )
+
+
+def measure(variant: str, data_dir: Path, repeat: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", variant, "--data-dir", str(data_dir)]
+        + ["--repeat", str(repeat)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corpus", type=Path, help="folder of XML timelines (default: 110 made)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--worker", choices=["plain", "dagster"], help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.data_dir, args.repeat)
+        return
+
+    from xmlai_assets.synth import generate_timeline
+    from xmlai_assets.timeline.ingest import build_master_csv, ingest_timeline_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = DataLayout.at(tmp, args.corpus)
+        if args.corpus is None:
+            for seed in range(110):
+                generate_timeline(seed).write(layout.timelines_dir)
+        names = list_timeline_files(layout.timelines_dir)
+        for name in names:
+            ingest_timeline_file(layout, name)
+        summary = build_master_csv(layout, names)
+        print(
+            f"master CSV: {len(summary.rows_per_video)} timelines, {summary.rows} rows, "
+            f"{summary.size_bytes / 1e6:.1f} MB; {args.repeat} runs per variant"
+        )
+        results = {v: measure(v, layout.data_dir, args.repeat) for v in ("plain", "dagster")}
+
+    arrays = results["plain"]["arrays"]
+    print(f"sequence arrays written: {arrays / 1e6:.1f} MB (train + val)")
+    print(f"{'':26}{'best':>9}{'median':>9}{'peak memory':>14}{'/ arrays':>10}")
+    for variant, label in (("plain", "plain functions"), ("dagster", "Dagster assets + checks")):
+        r = results[variant]
+        print(
+            f"  {label:24}{min(r['times']):8.2f}s{statistics.median(r['times']):8.2f}s"
+            f"{r['peak_delta'] / 1e6:11.0f} MB{r['peak_delta'] / arrays:9.2f}x"
+        )
+    plain, dagster = results["plain"]["times"], results["dagster"]["times"]
+    print(
+        f"  Dagster / plain         {min(dagster) / min(plain):8.2f}x"
+        f"{statistics.median(dagster) / statistics.median(plain):8.2f}x"
+        "   (target <= 1.5x; peak memory target <= 3x the arrays)"
+    )
+
+
+if __name__ == "__main__":
+    main()
