@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job on the bundled sample timelines (data/timelines) → data/master_training_data.csv
+# The main job on the bundled sample timelines (data/timelines): master CSV, split, scalers,
+# training sequences, all in data/.
 demo: install
 	$(VENV)/bin/xmlai-assets run
 
@@ -35,6 +36,7 @@ corpus: install
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) bench/ingest.py
+	$(PY) bench/preprocess.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -82,8 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     elif args.timelines_dir:
         layout = DataLayout.at(layout.data_dir, args.timelines_dir)
     ok = run_pipeline(layout, _instance())
-    print(("done: " if ok else "FAILED: ") + str(layout.master_csv))
-    return 0 if ok else 1
+    if not ok:
+        print("FAILED: see the run log above, or the run in the UI (make ui)")
+        return 1
+    print(f"done: artifacts in {layout.data_dir}")
+    for path in (
+        layout.master_csv,
+        layout.train_csv,
+        layout.val_csv,
+        layout.scalers_json,
+        layout.train_sequences,
+        layout.val_sequences,
+    ):
+        size = path.stat().st_size
+        print(
+            f"  {path.name:28} {size / 1e6:8.2f} MB"
+            if size > 1e5
+            else f"  {path.name:28} {size / 1e3:8.1f} kB"
+        )
+    return 0
 
 
 if __name__ == "__main__":
