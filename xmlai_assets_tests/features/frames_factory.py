@@ -25,7 +25,8 @@ ACTIVE_RANGES = {
 
 
 def make_master(seed: int, lengths: list[int], names: list[str] | None = None) -> pd.DataFrame:
-    """A master table of videos with `lengths` rows each, time at 10 Hz, random layouts."""
+    """A master table of videos with `lengths` rows each, time at 10 Hz, random layouts; V1
+    is on screen in the first row of every video."""
     rng = np.random.default_rng(seed)
     names = names or [f"video {i:03d}" for i in range(len(lengths))]
     n = sum(lengths)
@@ -34,8 +35,11 @@ def make_master(seed: int, lengths: list[int], names: list[str] | None = None) -
         "source_video_name": np.repeat([f"{v}.mp4" for v in names], lengths),
         "time": np.concatenate([np.arange(k) / 10.0 for k in lengths]) if n else np.zeros(0),
     }
+    starts = np.cumsum(lengths) - np.asarray(lengths, dtype=int)
     for t in range(1, N_TRACKS + 1):
         active = rng.random(n) < (0.6 if t <= 3 else 0.05)
+        if t == 1:
+            active[starts[np.asarray(lengths) > 0]] = True  # every video opens on V1
         data[track_column(t, "active")] = active.astype(np.int8)
         data[track_column(t, "asset")] = np.where(active, rng.integers(0, 10, n), 0).astype(np.int8)
         for p in CONTINUOUS_PARAMS:
