@@ -70,6 +70,14 @@ class DataLayout:
     def val_sequences(self) -> Path:
         return self.data_dir / "val_sequences.npz"
 
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def train_checkpoint(self) -> Path:
+        return self.data_dir / "checkpoints" / "trained_model.pt"
+
 
 def list_timeline_files(folder: str | os.PathLike[str]) -> list[str]:
     """Names of the timeline exports directly in `folder`, sorted (hidden files skipped)."""

@@ -1,0 +1,99 @@
+"""Training windows as tensors: a Dataset over the `.npz` files and a cheap in-memory loader."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from xmlai_assets.features.windows import read_npz
+from xmlai_assets.timeline.schema import N_TRACKS, TRACK_PARAMS
+
+N_PARAMS = len(TRACK_PARAMS)
+N_CONTINUOUS = N_PARAMS - 2
+
+
+@dataclass
+class Batch:
+    """Windows of one batch: `sequences` float [B, T, 180], `masks` bool [B, T] (True = real)."""
+
+    sequences: torch.Tensor
+    masks: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.sequences.to(device), self.masks.to(device))
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+
+class MultiTrackDataset(Dataset):
+    """The windows of one sequences file; item i is (sequence [T, 180], mask [T])."""
+
+    def __init__(self, sequences: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor):
+        self.sequences = torch.as_tensor(sequences, dtype=torch.float32)
+        self.masks = torch.as_tensor(masks, dtype=torch.bool)
+        if self.sequences.ndim != 3 or self.sequences.shape[2] != N_TRACKS * N_PARAMS:
+            raise ValueError(f"sequences of shape {tuple(self.sequences.shape)}: want [N, T, 180]")
+        if self.masks.shape != self.sequences.shape[:2]:
+            raise ValueError(
+                f"masks of shape {tuple(self.masks.shape)} do not match sequences "
+                f"{tuple(self.sequences.shape)}"
+            )
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike[str]) -> MultiTrackDataset:
+        seq = read_npz(path, names=("sequences", "masks"))
+        return cls(seq.sequences, seq.masks)
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sequences[i], self.masks[i]
+
+
+def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+    """Stack items into a Batch; windows shorter than the longest are padded and masked."""
+    length = max(len(mask) for _, mask in items)
+    sequences = torch.zeros(len(items), length, items[0][0].shape[-1])
+    masks = torch.zeros(len(items), length, dtype=torch.bool)
+    for i, (seq, mask) in enumerate(items):
+        sequences[i, : len(seq)] = seq
+        masks[i, : len(mask)] = mask
+    return Batch(sequences, masks)
+
+
+class BatchIterator:
+    """Shuffled batches sliced from pre-stacked tensors: far cheaper than per-item loading with
+    worker processes for a dataset that fits in memory. The shuffle follows `generator`, whose
+    state a checkpoint saves."""
+
+    def __init__(
+        self,
+        dataset: MultiTrackDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield Batch(self.dataset.sequences[index], self.dataset.masks[index])

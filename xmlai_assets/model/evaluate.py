@@ -1,0 +1,202 @@
+"""Validation metrics of the model and of the trivial baselines it has to beat.
+
+- `persistence` copies the previous step. Its class probabilities put the share of the
+  training split's steps that kept their class on the previous class, and spread the rest over
+  the other classes, so its cross-entropy is finite and as good as copying can be.
+- `majority_mean` ignores the past: each track's class frequencies and mean values over the
+  training split.
+
+Each metric is computed on all scored elements and again on change steps only (the target
+differs from the step before), where copying is wrong by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from xmlai_assets.model.data import Batch
+from xmlai_assets.model.loss import element_losses, next_step_targets
+from xmlai_assets.model.transformer import HEADS, N_ASSETS, N_PARAMS
+from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
+
+Predictor = Callable[[Batch], Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class Priors:
+    """What the baselines know of the training split."""
+
+    stay: dict[str, float]  # share of consecutive real steps that keep active / asset
+    active_freq: torch.Tensor  # [20, 2]
+    asset_freq: torch.Tensor  # [20, 10], over active entries
+    value_mean: torch.Tensor  # [20, 7], scaled units, over active entries
+
+    @classmethod
+    def from_training(cls, batches: Iterable[Batch], n_tracks: int = 20) -> Priors:
+        same = {"active": [0.0, 0.0], "asset": [0.0, 0.0]}
+        active_counts = torch.zeros(n_tracks, 2, dtype=torch.float64)
+        asset_counts = torch.zeros(n_tracks, N_ASSETS, dtype=torch.float64)
+        value_sum = torch.zeros(n_tracks, N_PARAMS - 2, dtype=torch.float64)
+        for batch in batches:
+            tracks = _tracks(batch.sequences)
+            real = tracks[batch.masks]  # [steps, 20, 9]
+            active = real[..., 0].round().long().clamp(0, 1)
+            asset = real[..., 1].round().long().clamp(0, N_ASSETS - 1)
+            on = (active == 1).double()
+            active_counts += F.one_hot(active, 2).double().sum(0)
+            asset_counts += (F.one_hot(asset, N_ASSETS).double() * on[..., None]).sum(0)
+            value_sum += (real[..., 2:].double() * on[..., None]).sum(0)
+            t = next_step_targets(batch.sequences, batch.masks)
+            prev = _tracks(batch.sequences[:, :-1])
+            pairs = t.valid[..., None].expand_as(t.active)
+            kept = t.active == prev[..., 0].round().long()
+            same["active"][0] += float((kept & pairs).sum())
+            same["active"][1] += float(pairs.sum())
+            both_on = t.on & (prev[..., 0].round().long() == 1)
+            kept = t.asset == prev[..., 1].round().long()
+            same["asset"][0] += float((kept & both_on).sum())
+            same["asset"][1] += float(both_on.sum())
+        on_counts = asset_counts.sum(1, keepdim=True)
+        return cls(
+            stay={k: (s + 1.0) / (n + 2.0) for k, (s, n) in same.items()},
+            active_freq=((active_counts + 1) / (active_counts + 1).sum(1, keepdim=True)).float(),
+            asset_freq=((asset_counts + 1) / (asset_counts + 1).sum(1, keepdim=True)).float(),
+            value_mean=(value_sum / on_counts.clamp(min=1)).float(),
+        )
+
+
+def _tracks(sequences: torch.Tensor) -> torch.Tensor:
+    return sequences.reshape(*sequences.shape[:-1], -1, N_PARAMS)
+
+
+def persistence(priors: Priors) -> Predictor:
+    """Copy the previous step: its class with the training split's chance of staying."""
+
+    def predict(batch: Batch) -> dict[str, torch.Tensor]:
+        tracks = _tracks(batch.sequences)
+        out = {}
+        for head, i, classes in (("active", 0, 2), ("asset", 1, N_ASSETS)):
+            current = tracks[..., i].round().long().clamp(0, classes - 1)
+            stay = priors.stay[head]
+            probs = torch.full((*current.shape, classes), (1 - stay) / (classes - 1))
+            probs.scatter_(-1, current[..., None], stay)
+            out[head] = probs.log()
+        for i, param in enumerate(CONTINUOUS_PARAMS):
+            out[param] = tracks[..., 2 + i].clone()
+        return out
+
+    return predict
+
+
+def majority_mean(priors: Priors) -> Predictor:
+    """Each track's training class frequencies and mean values, whatever came before."""
+
+    def predict(batch: Batch) -> dict[str, torch.Tensor]:
+        shape = batch.sequences.shape[:2]
+        out = {
+            "active": priors.active_freq.log().expand(*shape, -1, -1),
+            "asset": priors.asset_freq.log().expand(*shape, -1, -1),
+        }
+        for i, param in enumerate(CONTINUOUS_PARAMS):
+            out[param] = priors.value_mean[:, i].expand(*shape, -1)
+        return out
+
+    return predict
+
+
+def model_predictor(model: torch.nn.Module, device: torch.device | str = "cpu") -> Predictor:
+    def predict(batch: Batch) -> Mapping[str, torch.Tensor]:
+        b = batch.to(device)
+        with torch.no_grad():
+            return {k: v.float().cpu() for k, v in model(b.sequences, b.masks).items()}
+
+    return predict
+
+
+class _Sums:
+    """Weighted means accumulated over batches."""
+
+    def __init__(self) -> None:
+        self.sum: dict[str, float] = {}
+        self.n: dict[str, float] = {}
+
+    def add(self, key: str, values: torch.Tensor, weight: torch.Tensor) -> None:
+        weight = weight.to(torch.float64)
+        self.sum[key] = self.sum.get(key, 0.0) + float((values.double() * weight).sum())
+        self.n[key] = self.n.get(key, 0.0) + float(weight.sum())
+
+    def mean(self, key: str) -> float:
+        n = self.n.get(key, 0.0)
+        return self.sum[key] / n if n else math.nan
+
+
+def evaluate(
+    predict: Predictor,
+    batches: Iterable[Batch],
+    *,
+    value_scale: Mapping[str, float],
+    weights: Mapping[str, float] | None = None,
+    class_weights: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Metrics of `predict` over `batches`, on all scored elements and on change steps.
+
+    Keys: `loss_<head>` (the training loss of each head) and `loss` (their weighted sum);
+    `active_acc`; `asset_acc` (on active targets); `<param>_mae` in original units
+    (`value_scale[param]` original units per scaled unit); each also as `change_<key>`, over
+    the elements whose target differs from the step before. NaN where nothing was scored.
+    """
+    sums = _Sums()
+    for batch in batches:
+        outputs = predict(batch)
+        targets = next_step_targets(batch.sequences, batch.masks)
+        prev = _tracks(batch.sequences[:, :-1])
+        changed = {
+            "active": targets.active != prev[..., 0].round().long(),
+            "asset": targets.asset != prev[..., 1].round().long(),
+        }
+        for i, param in enumerate(CONTINUOUS_PARAMS):
+            changed[param] = (targets.values[..., i] - prev[..., 2 + i]).abs() > 1e-6
+        for head, (loss, weight) in element_losses(outputs, targets, class_weights).items():
+            scored = weight > 0
+            sums.add(f"loss_{head}", loss, weight)
+            sums.add(f"change_loss_{head}", loss, weight * changed[head])
+            if head in ("active", "asset"):
+                hit = outputs[head][:, :-1].argmax(-1) == getattr(targets, head)
+                sums.add(f"{head}_acc", hit, scored)
+                sums.add(f"change_{head}_acc", hit, scored & changed[head])
+            else:
+                error = (loss.sqrt() * float(value_scale.get(head, 1.0))).detach()
+                sums.add(f"{head}_mae", error, scored)
+                sums.add(f"change_{head}_mae", error, scored & changed[head])
+    metrics = {key: sums.mean(key) for key in sorted(sums.n)}
+    weights = weights or {}
+    for prefix in ("", "change_"):
+        parts = [metrics[f"{prefix}loss_{h}"] for h in HEADS]
+        metrics[f"{prefix}loss"] = sum(
+            weights.get(h, 1.0) * (0.0 if math.isnan(p) else p)
+            for h, p in zip(HEADS, parts, strict=True)
+        )
+    return metrics
+
+
+def evaluate_against_baselines(
+    predict: Predictor,
+    batches: list[Batch],
+    priors: Priors,
+    *,
+    value_scale: Mapping[str, float],
+    weights: Mapping[str, float] | None = None,
+    class_weights: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, dict[str, float]]:
+    """{"model": metrics, "persistence": metrics, "majority_mean": metrics} on `batches`."""
+    kwargs = {"value_scale": value_scale, "weights": weights, "class_weights": class_weights}
+    return {
+        "model": evaluate(predict, batches, **kwargs),
+        "persistence": evaluate(persistence(priors), batches, **kwargs),
+        "majority_mean": evaluate(majority_mean(priors), batches, **kwargs),
+    }

@@ -1,0 +1,127 @@
+"""The next-step objective: the output at step t is scored against the input at step t + 1.
+
+- `active`: cross-entropy on every track of every real target step.
+- `asset` and the continuous values: only where the target track is active (an inactive
+  track's asset and values are placeholders, not something to predict).
+- Padded steps contribute nothing. Each head's loss is a mean over the elements it scores,
+  and the total is their weighted sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from xmlai_assets.model.transformer import HEADS, N_PARAMS
+from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
+
+
+@dataclass
+class Targets:
+    """The next-step targets of a batch, aligned with outputs[:, :-1]."""
+
+    active: torch.Tensor  # long [B, T-1, 20]
+    asset: torch.Tensor  # long [B, T-1, 20]
+    values: torch.Tensor  # float [B, T-1, 20, 7], scaled units
+    valid: torch.Tensor  # bool [B, T-1]: the target step is real
+    on: torch.Tensor  # bool [B, T-1, 20]: the target track is active (and the step real)
+
+
+def next_step_targets(sequences: torch.Tensor, masks: torch.Tensor) -> Targets:
+    b, t, _ = sequences.shape
+    tracks = sequences[:, 1:].reshape(b, t - 1, -1, N_PARAMS)
+    valid = masks[:, 1:] & masks[:, :-1]
+    active = tracks[..., 0].round().long()
+    return Targets(
+        active=active,
+        asset=tracks[..., 1].round().long(),
+        values=tracks[..., 2:],
+        valid=valid,
+        on=(active == 1) & valid[..., None],
+    )
+
+
+def element_losses(
+    outputs: Mapping[str, torch.Tensor],
+    targets: Targets,
+    class_weights: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per head, (loss of each element [B, T-1, 20], its weight): weight 0 where the head
+    scores nothing, the class weight (or 1) where it does."""
+    class_weights = class_weights or {}
+    valid_tracks = targets.valid[..., None].expand_as(targets.active)
+    out = {
+        "active": _cross_entropy(
+            outputs["active"], targets.active, valid_tracks, class_weights.get("active")
+        ),
+        "asset": _cross_entropy(
+            outputs["asset"], targets.asset, targets.on, class_weights.get("asset")
+        ),
+    }
+    weight = targets.on.float()
+    for i, param in enumerate(CONTINUOUS_PARAMS):
+        out[param] = ((outputs[param][:, :-1].float() - targets.values[..., i]) ** 2, weight)
+    return out
+
+
+def _cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, where: torch.Tensor, weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = logits[:, :-1].float()
+    classes = logits.shape[-1]
+    # targets where nothing is scored may hold any value; keep them in range for cross_entropy
+    safe = torch.where(where, target, torch.zeros_like(target)).clamp(0, classes - 1)
+    ce = F.cross_entropy(logits.reshape(-1, classes), safe.reshape(-1), reduction="none")
+    w = where.to(ce.dtype)
+    if weight is not None:
+        w = w * weight.to(ce.device, ce.dtype)[safe]
+    return ce.reshape(target.shape), w
+
+
+def head_losses(
+    outputs: Mapping[str, torch.Tensor],
+    targets: Targets,
+    class_weights: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per head, the weighted mean loss over the elements it scores; 0 where it scores none."""
+    return {
+        head: (loss * w).sum() / w.sum().clamp(min=1e-12)
+        for head, (loss, w) in element_losses(outputs, targets, class_weights).items()
+    }
+
+
+def total_loss(
+    losses: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None
+) -> torch.Tensor:
+    weights = weights or {}
+    return sum(weights.get(head, 1.0) * losses[head] for head in HEADS)
+
+
+def next_step_loss(
+    outputs: Mapping[str, torch.Tensor],
+    sequences: torch.Tensor,
+    masks: torch.Tensor,
+    weights: Mapping[str, float] | None = None,
+    class_weights: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(weighted total, per-head losses) of the model's outputs against the next steps."""
+    losses = head_losses(outputs, next_step_targets(sequences, masks), class_weights)
+    return total_loss(losses, weights), losses
+
+
+def class_weights_from(sequences: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Inverse-frequency class weights of `active` (all tracks) and `asset` (active tracks),
+    normalized to mean 1 over the classes seen; from the training split only."""
+    tracks = sequences[masks].reshape(-1, sequences.shape[-1] // N_PARAMS, N_PARAMS)
+    active = tracks[..., 0].round().long().clamp(0, 1)
+    asset = tracks[..., 1].round().long().clamp(0, 9)[active == 1]
+    out = {}
+    for name, values, classes in (("active", active, 2), ("asset", asset, 10)):
+        counts = torch.bincount(values.reshape(-1), minlength=classes).double()
+        weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1), 0.0)
+        seen = weight > 0
+        out[name] = (weight / weight[seen].mean()).float() if seen.any() else torch.ones(classes)
+    return out

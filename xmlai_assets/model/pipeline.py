@@ -1,0 +1,173 @@
+"""One training run over a data folder: sequences in, an evaluated model version out.
+
+Trains (resuming from the folder's checkpoint when it is of the same settings and inputs),
+evaluates the best epoch against the baselines on the validation split, writes a new version
+folder, and moves the champion pointer only when the model beats copying the previous step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import torch
+
+from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
+from xmlai_assets.model.evaluate import Priors, evaluate_against_baselines, model_predictor
+from xmlai_assets.model.store import champion, save_version, set_champion
+from xmlai_assets.model.train import EpochRecord, TrainConfig, TrainResult, train
+from xmlai_assets.model.transformer import count_parameters
+from xmlai_assets.paths import DataLayout
+from xmlai_assets.timeline.tables import file_sha256
+
+MODEL_VERSION = "1"  # bump when the model, objective or evaluation changes
+
+
+@dataclass
+class ModelSummary:
+    result: TrainResult
+    metrics: dict[str, dict[str, float]]
+    beats_persistence: bool
+    version: Path
+    is_champion: bool
+    parameters: int
+    data_versions: dict[str, str]
+    weights_sha256: str
+    weights_bytes: int
+    loss_curve_png: bytes
+
+
+def input_versions(layout: DataLayout) -> dict[str, str]:
+    """Content hashes of what training reads."""
+    return {
+        "train_sequences": file_sha256(layout.train_sequences),
+        "val_sequences": file_sha256(layout.val_sequences),
+        "scalers": file_sha256(layout.scalers_json),
+    }
+
+
+def loss_curve(history: list[EpochRecord], best_epoch: int) -> bytes:
+    """PNG of training and validation loss per epoch (the same bytes for the same history)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    epochs = [r.epoch for r in history]
+    ax.plot(epochs, [r.train_loss for r in history], label="train")
+    ax.plot(epochs, [r.val_loss for r in history], label="validation")
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best (epoch {best_epoch})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("next-step loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def fit_model(
+    layout: DataLayout,
+    config: TrainConfig,
+    *,
+    log: Callable[[str], None] = print,
+    extra_metadata: dict | None = None,
+) -> ModelSummary:
+    train_data = MultiTrackDataset.from_npz(layout.train_sequences)
+    val_data = MultiTrackDataset.from_npz(layout.val_sequences)
+    data_versions = input_versions(layout)
+    data_key = hashlib.sha256(json.dumps(data_versions, sort_keys=True).encode()).hexdigest()
+    result = train(
+        train_data,
+        val_data,
+        config,
+        checkpoint=layout.train_checkpoint,
+        data_version=data_key,
+        log=log,
+    )
+
+    scalers = json.loads(layout.scalers_json.read_text())["params"]
+    value_scale = {param: stats["scale"] for param, stats in scalers.items()}
+    priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
+    metrics = evaluate_against_baselines(
+        model_predictor(result.model),
+        list(BatchIterator(val_data, 64, shuffle=False)),
+        priors,
+        value_scale=value_scale,
+        weights=config.loss_weights,
+        class_weights=result.class_weights,
+    )
+    beats = metrics["model"]["loss"] < metrics["persistence"]["loss"]
+    png = loss_curve(result.history, result.best_epoch)
+    metadata = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_version": MODEL_VERSION,
+        "seed": config.seed,
+        "data_versions": data_versions,
+        "metrics": metrics,
+        "beats_persistence": beats,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "history": [asdict(r) for r in result.history],
+        "device": result.device,
+        "train_seconds": round(result.seconds, 3),
+        "train_windows": len(train_data),
+        "val_windows": len(val_data),
+        "packages": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+        **(extra_metadata or {}),
+    }
+    class_weights = (
+        {k: v.tolist() for k, v in result.class_weights.items()} if result.class_weights else None
+    )
+    version = save_version(
+        layout.models_dir,
+        result.model,
+        config={"train": config.as_dict(), "class_weights": class_weights},
+        metadata=metadata,
+        scalers_json=layout.scalers_json,
+        extra_files={"loss_curve.png": png},
+    )
+    if beats:
+        set_champion(layout.models_dir, version.name)
+        log(f"{version.name} beats copying the previous step: it is the champion now")
+    else:
+        log(
+            f"{version.name} does not beat copying the previous step "
+            f"(validation loss {metrics['model']['loss']:.4f} against "
+            f"{metrics['persistence']['loss']:.4f}); the champion stays "
+            f"{champion(layout.models_dir) or 'unset'}"
+        )
+    # the run is complete and its version written: a rerun starts afresh
+    layout.train_checkpoint.unlink(missing_ok=True)
+    weights = version / "model.safetensors"
+    return ModelSummary(
+        result=result,
+        metrics=metrics,
+        beats_persistence=beats,
+        version=version,
+        is_champion=champion(layout.models_dir) == version.name,
+        parameters=count_parameters(result.model),
+        data_versions=data_versions,
+        weights_sha256=file_sha256(weights),
+        weights_bytes=weights.stat().st_size,
+        loss_curve_png=png,
+    )

@@ -1,0 +1,201 @@
+"""Model versions on disk: immutable `v{NNNN}/` folders and a `champion` pointer.
+
+A version folder holds `model.safetensors` (weights; loading runs no code), `config.json`
+(model and training settings, class weights), `scalers.json` (to turn predictions back into
+the CSV's units without unpickling anything), `metadata.json` (metrics, data versions, seed,
+package versions, creation time) and `loss_curve.png`. It is written beside the models folder
+under a temporary name and renamed into place whole, so a version is complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from xmlai_assets.atomic import atomic_write_bytes
+from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
+from xmlai_assets.timeline.schema import (
+    CONTINUOUS_PARAMS,
+    INACTIVE_VALUES,
+    N_TRACKS,
+    TRACK_PARAMS,
+)
+
+CHAMPION = "champion"
+_VERSION = re.compile(r"^v(\d{4,})$")
+
+
+class ModelStoreError(ValueError):
+    """A model version that cannot be found or read; the message says which and why."""
+
+
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
+def versions(models_dir: str | os.PathLike[str]) -> list[str]:
+    """Version names in the folder, oldest first."""
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m[1]), p.name) for p in folder.iterdir() if (m := _VERSION.match(p.name))]
+    return [name for _, name in sorted(found)]
+
+
+def save_version(
+    models_dir: str | os.PathLike[str],
+    model: MultiTrackTransformer,
+    *,
+    config: dict,
+    metadata: dict,
+    scalers_json: str | os.PathLike[str],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write a new immutable version folder and return it (the next free number)."""
+    folder = Path(models_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+        (staging / "config.json").write_bytes(
+            _json_bytes({"model": model.config.as_dict(), **config})
+        )
+        (staging / "metadata.json").write_bytes(_json_bytes(metadata))
+        shutil.copyfile(scalers_json, staging / "scalers.json")
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
+        for path in staging.iterdir():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        staging.chmod(0o755)
+        while True:
+            existing = versions(folder)
+            number = int(existing[-1][1:]) + 1 if existing else 1
+            target = folder / f"v{number:04d}"
+            try:
+                os.rename(staging, target)  # fails if another run took the number first
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def set_champion(models_dir: str | os.PathLike[str], version: str) -> None:
+    """Point `champion` at `version`, replacing the pointer atomically."""
+    if not (Path(models_dir) / version / "model.safetensors").exists():
+        raise ModelStoreError(f"{Path(models_dir) / version}: no such model version")
+    atomic_write_bytes(Path(models_dir) / CHAMPION, f"{version}\n".encode())
+
+
+def champion(models_dir: str | os.PathLike[str]) -> str | None:
+    path = Path(models_dir) / CHAMPION
+    return path.read_text().strip() if path.exists() else None
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    folder: Path
+    model: MultiTrackTransformer
+    config: dict
+    metadata: dict
+    center: np.ndarray  # [7] per continuous parameter: z = (x - center) / scale
+    scale: np.ndarray  # [7]
+
+    def normalize(self, window: np.ndarray) -> np.ndarray:
+        """CSV units [..., 180] → model inputs (continuous scaled; 0 where a track is off)."""
+        tracks = np.asarray(window, dtype=np.float64).reshape(*window.shape[:-1], N_TRACKS, -1)
+        out = tracks.copy()
+        on = tracks[..., 0] == 1
+        out[..., 2:] = np.where(on[..., None], (tracks[..., 2:] - self.center) / self.scale, 0.0)
+        return out.reshape(window.shape).astype(np.float32)
+
+
+def load_model(
+    ref: str = CHAMPION, models_dir: str | os.PathLike[str] | None = None
+) -> LoadedModel:
+    """Rebuild the model of version `ref` ("v0003", or "champion") from its folder."""
+    if models_dir is None:
+        from xmlai_assets.paths import DataLayout
+
+        models_dir = DataLayout.from_env().models_dir
+    folder = Path(models_dir)
+    version = champion(folder) if ref == CHAMPION else ref
+    if version is None:
+        raise ModelStoreError(f"{folder}: no champion model yet")
+    path = folder / version
+    try:
+        config = json.loads((path / "config.json").read_text())
+        metadata = json.loads((path / "metadata.json").read_text())
+        scalers = json.loads((path / "scalers.json").read_text())["params"]
+        model = MultiTrackTransformer(ModelConfig.from_dict(config["model"]))
+        model.load_state_dict(load_file(path / "model.safetensors"))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelStoreError(f"{path}: cannot load model ({exc})") from exc
+    model.eval()
+    return LoadedModel(
+        version=version,
+        folder=path,
+        model=model,
+        config=config,
+        metadata=metadata,
+        center=np.array([scalers[p]["center"] for p in CONTINUOUS_PARAMS]),
+        scale=np.array([scalers[p]["scale"] for p in CONTINUOUS_PARAMS]),
+    )
+
+
+@dataclass
+class NextStep:
+    """Predictions for the step after a window, in the CSV's units."""
+
+    values: np.ndarray  # [B, 180]: per track active, asset, scale, x, y, crop_l..crop_b
+    active_prob: np.ndarray  # [B, 20]: chance each track is on screen
+    asset_prob: np.ndarray  # [B, 20, 10]
+
+
+def predict(loaded: LoadedModel, window: np.ndarray, mask: np.ndarray | None = None) -> NextStep:
+    """Next-step layout after `window` ([T, 180] or [B, T, 180] rows in the CSV's units;
+    `mask` [B, T] marks real steps, the last real step being the one predicted from).
+
+    Tracks predicted off get the CSV's placeholders for their asset and values.
+    """
+    window = np.asarray(window, dtype=np.float64)
+    single = window.ndim == 2
+    if single:
+        window = window[None]
+    if mask is None:
+        mask = np.ones(window.shape[:2], dtype=bool)
+    mask = np.asarray(mask, dtype=bool).reshape(window.shape[:2])
+    last = mask.sum(axis=1) - 1
+    if (last < 0).any():
+        raise ValueError("every window needs at least one real step")
+    with torch.no_grad():
+        out = loaded.model(torch.from_numpy(loaded.normalize(window)), torch.from_numpy(mask))
+    rows = torch.arange(len(window))
+    pick = {k: v[rows, torch.from_numpy(last)].double().numpy() for k, v in out.items()}
+    active_prob = torch.softmax(torch.from_numpy(pick["active"]), -1)[..., 1].numpy()
+    asset_prob = torch.softmax(torch.from_numpy(pick["asset"]), -1).numpy()
+    on = active_prob >= 0.5
+    tracks = np.empty((len(window), N_TRACKS, len(TRACK_PARAMS)))
+    tracks[..., 0] = on
+    tracks[..., 1] = np.where(on, asset_prob.argmax(-1), INACTIVE_VALUES["asset"])
+    for i, param in enumerate(CONTINUOUS_PARAMS):
+        value = pick[param] * loaded.scale[i] + loaded.center[i]
+        tracks[..., 2 + i] = np.where(on, value, INACTIVE_VALUES[param])
+    values = tracks.reshape(len(window), -1)
+    if single:
+        return NextStep(values[0], active_prob[0], asset_prob[0])
+    return NextStep(values, active_prob, asset_prob)

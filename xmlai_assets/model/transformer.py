@@ -1,0 +1,138 @@
+"""The multi-track transformer: the layout of 20 tracks at each step in, the next step out.
+
+Per step, each track's `active` and `asset` enter one-hot (they are categories, never scaled
+numbers) beside its 7 scaled continuous values; all 20 tracks are projected to `d_model`,
+given a sinusoidal position, and read by a causal Transformer encoder. Per-track heads give
+`active` logits (2), `asset` logits (10) and the 7 continuous values. The continuous heads
+predict the change from the current step, so holding a value still is the easy default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, N_TRACKS, TRACK_PARAMS
+
+N_PARAMS = len(TRACK_PARAMS)
+N_ACTIVE = 2
+N_ASSETS = 10
+HEADS = ("active", "asset", *CONTINUOUS_PARAMS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int = 256
+    n_heads: int = 8
+    n_layers: int = 6
+    d_ff: int = 1024
+    dropout: float = 0.1
+    n_tracks: int = N_TRACKS
+    n_assets: int = N_ASSETS
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Bool [T, T]: True where step i may not look at step j (j > i)."""
+    return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)
+
+
+class SinusoidalPosition(nn.Module):
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.d_model = d_model
+
+    def forward(self, length: int, device: torch.device) -> torch.Tensor:
+        position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+        i = torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32)
+        angle = position * torch.exp(-math.log(10000.0) * i / self.d_model)
+        pe = torch.zeros(length, self.d_model, device=device)
+        pe[:, 0::2] = torch.sin(angle)
+        pe[:, 1::2] = torch.cos(angle[:, : self.d_model // 2])
+        return pe
+
+
+class MultiTrackTransformer(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        self.n_continuous = N_PARAMS - 2
+        per_track = N_ACTIVE + config.n_assets + self.n_continuous
+        self.input = nn.Linear(config.n_tracks * per_track, config.d_model)
+        self.position = SinusoidalPosition(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        # Separately built layers: nn.TransformerEncoder would deep-copy one layer into all.
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                config.d_model,
+                config.n_heads,
+                config.d_ff,
+                config.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(config.n_layers)
+        )
+        self.norm = nn.LayerNorm(config.d_model)
+        self.active_head = nn.Linear(config.d_model, config.n_tracks * N_ACTIVE)
+        self.asset_head = nn.Linear(config.d_model, config.n_tracks * config.n_assets)
+        self.value_head = nn.Linear(config.d_model, config.n_tracks * self.n_continuous)
+        for head in (self.active_head, self.asset_head, self.value_head):
+            # near-uniform class probabilities at the start: loss ln 2 and ln 10
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.zeros_(head.bias)
+
+    def encode_inputs(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[B, T, 180] → [B, T, 20 * 19]: one-hot active and asset, continuous values as is."""
+        b, t, _ = sequences.shape
+        tracks = sequences.reshape(b, t, self.config.n_tracks, N_PARAMS)
+        active = tracks[..., 0].round().long().clamp(0, N_ACTIVE - 1)
+        asset = tracks[..., 1].round().long().clamp(0, self.config.n_assets - 1)
+        parts = [
+            nn.functional.one_hot(active, N_ACTIVE).to(sequences.dtype),
+            nn.functional.one_hot(asset, self.config.n_assets).to(sequences.dtype),
+            tracks[..., 2:],
+        ]
+        return torch.cat(parts, dim=-1).reshape(b, t, -1)
+
+    def forward(
+        self, sequences: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Predictions for the step after each input step.
+
+        `sequences` [B, T, 180]; `masks` [B, T] bool with True on real steps (None: all real).
+        Returns per head: `active` [B, T, 20, 2] and `asset` [B, T, 20, 10] logits, and each
+        continuous parameter [B, T, 20] in scaled units. Output t depends on inputs 0..t only.
+        """
+        b, t, _ = sequences.shape
+        x = self.input(self.encode_inputs(sequences))
+        x = self.dropout(x + self.position(t, sequences.device))
+        attn_mask = causal_mask(t, sequences.device)
+        padding = None if masks is None else ~masks
+        for layer in self.layers:
+            x = layer(x, src_mask=attn_mask, src_key_padding_mask=padding, is_causal=True)
+        x = self.norm(x)
+        n = self.config.n_tracks
+        current = sequences.reshape(b, t, n, N_PARAMS)[..., 2:]
+        values = current + self.value_head(x).reshape(b, t, n, self.n_continuous)
+        out = {
+            "active": self.active_head(x).reshape(b, t, n, N_ACTIVE),
+            "asset": self.asset_head(x).reshape(b, t, n, self.config.n_assets),
+        }
+        out.update({param: values[..., i] for i, param in enumerate(CONTINUOUS_PARAMS)})
+        return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
