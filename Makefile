@@ -18,9 +18,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # The main job on the bundled sample timelines (data/timelines): master CSV, split, scalers,
-# training sequences, all in data/.
+# training sequences and a trained model version (the quick preset), all in data/.
 demo: install
-	$(VENV)/bin/xmlai-assets run
+	$(VENV)/bin/xmlai-assets run --preset configs/train_quick.yaml
 
 test: install
 	$(PY) -m pytest -q

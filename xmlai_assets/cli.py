@@ -19,7 +19,7 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def run_pipeline(layout: DataLayout, instance) -> bool:
+def run_pipeline(layout: DataLayout, instance, run_config: dict | None = None) -> bool:
     """Register the folder's timeline files as partitions and materialize everything: the
     frames of every file in one run, then the master CSV and all that follows from it."""
     import dagster as dg
@@ -50,9 +50,44 @@ def run_pipeline(layout: DataLayout, instance) -> bool:
     master = dg.AssetKey("master_training_data")
     downstream = dg.AssetSelection.assets(master).downstream().resolve(defs.resolve_asset_graph())
     result = job.execute_in_process(
-        instance=instance, asset_selection=sorted(downstream), raise_on_error=False
+        instance=instance,
+        asset_selection=sorted(downstream),
+        run_config=run_config or {},
+        raise_on_error=False,
     )
     return result.success
+
+
+def load_preset(path: Path) -> dict:
+    """Run config from a YAML preset (see configs/)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"{path}: cannot read the preset ({exc})") from exc
+    if not isinstance(config, dict):
+        raise SystemExit(f"{path}: a preset is a mapping like configs/train_quick.yaml")
+    return config
+
+
+def print_model_report(layout: DataLayout) -> None:
+    import json
+
+    from xmlai_assets.model.store import champion, versions
+
+    names = versions(layout.models_dir)
+    if not names:
+        return
+    folder = layout.models_dir / names[-1]
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metrics = metadata["metrics"]
+    print(f"model: {folder} (champion: {champion(layout.models_dir) or 'none'})")
+    print(f"  {'validation':24}{'model':>10}{'copy prev':>10}{'majority':>10}")
+    for key in ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss"):
+        row = [metrics[name][key] for name in ("model", "persistence", "majority_mean")]
+        print(f"  {key:24}" + "".join(f"{v:10.4f}" for v in row))
+    print(f"  all metrics: {folder / 'metadata.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize the pipeline on a data folder")
     run.add_argument("--data-dir", type=Path, help="artifacts folder (default: ./data)")
     run.add_argument("--timelines-dir", type=Path, help="XML folder (default: DATA_DIR/timelines)")
+    run.add_argument("--preset", type=Path, help="run config YAML, e.g. configs/train_quick.yaml")
     synth = sub.add_parser("synth", help="write synthetic Premiere-style timelines")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--count", type=int, default=110)
@@ -81,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         layout = DataLayout.at(args.data_dir, args.timelines_dir)
     elif args.timelines_dir:
         layout = DataLayout.at(layout.data_dir, args.timelines_dir)
-    ok = run_pipeline(layout, _instance())
+    run_config = load_preset(args.preset) if args.preset else None
+    ok = run_pipeline(layout, _instance(), run_config)
     if not ok:
         print("FAILED: see the run log above, or the run in the UI (make ui)")
         return 1
@@ -100,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             if size > 1e5
             else f"  {path.name:28} {size / 1e3:8.1f} kB"
         )
+    print_model_report(layout)
     return 0
 
 

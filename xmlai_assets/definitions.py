@@ -8,8 +8,9 @@ from xmlai_assets.defs.ingest import assets as ingest
 from xmlai_assets.defs.preprocess import assets as preprocess
 from xmlai_assets.defs.preprocess import checks as preprocess_checks
 from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.defs.train import assets as train
 
-ASSET_MODULES = (ingest, preprocess)
+ASSET_MODULES = (ingest, preprocess, train)
 CHECK_MODULES = (ingest, preprocess_checks)
 
 

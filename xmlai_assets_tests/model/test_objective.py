@@ -1,0 +1,94 @@
+"""The next-step objective and the baselines, on hand-made examples."""
+
+import math
+
+import pytest
+import torch
+
+from xmlai_assets.model.data import Batch
+from xmlai_assets.model.evaluate import Priors, evaluate, majority_mean, persistence
+from xmlai_assets.model.loss import class_weights_from, next_step_loss, next_step_targets
+from xmlai_assets.model.transformer import HEADS
+
+
+def window(steps):
+    """A [1, T, 180] window from per-step {track: (active, asset, scale, x)} (others 0)."""
+    seq = torch.zeros(1, len(steps), 20, 9)
+    for t, tracks in enumerate(steps):
+        for track, (active, asset, scale, x) in tracks.items():
+            seq[0, t, track] = torch.tensor([active, asset, scale, x, 0, 0, 0, 0, 0])
+    return seq.reshape(1, len(steps), 180)
+
+
+def uniform_outputs(batch, length):
+    out = {"active": torch.zeros(batch, length, 20, 2), "asset": torch.zeros(batch, length, 20, 10)}
+    out.update({p: torch.zeros(batch, length, 20) for p in HEADS[2:]})
+    return out
+
+
+def test_targets_are_the_next_step_and_padding_scores_nothing():
+    seq = window([{0: (1, 3, 0.5, 0.0)}, {0: (1, 4, 1.5, 0.0)}, {0: (0, 0, 0.0, 0.0)}])
+    masks = torch.tensor([[True, True, False]])
+    t = next_step_targets(seq, masks)
+    assert t.valid.tolist() == [[True, False]]
+    assert t.asset[0, 0, 0] == 4 and t.values[0, 0, 0, 0] == 1.5
+    assert t.on[0, 0].tolist() == [True] + [False] * 19
+
+
+def test_asset_and_value_losses_ignore_inactive_targets():
+    seq = window([{0: (1, 2, 1.0, 1.0), 1: (0, 0, 0, 0)}, {0: (1, 2, 2.0, 1.0), 1: (0, 0, 0, 0)}])
+    masks = torch.ones(1, 2, dtype=torch.bool)
+    outputs = uniform_outputs(1, 2)
+    _, base = next_step_loss(outputs, seq, masks)
+    assert base["scale"].item() == pytest.approx(4.0)  # only V1 scored: (0 - 2)^2
+    assert base["asset"].item() == pytest.approx(math.log(10))
+    assert base["active"].item() == pytest.approx(math.log(2))
+    # wild predictions for the inactive track V2 change nothing but its active loss
+    outputs["scale"][0, 0, 1] = 100.0
+    outputs["asset"][0, 0, 1, 7] = 50.0
+    _, wild = next_step_loss(outputs, seq, masks)
+    assert wild["scale"] == base["scale"] and wild["asset"] == base["asset"]
+    # and the same for V1, which is on, does change them
+    outputs["scale"][0, 0, 0] = 100.0
+    outputs["asset"][0, 0, 0, 7] = 50.0
+    _, on = next_step_loss(outputs, seq, masks)
+    assert on["scale"] > base["scale"] and on["asset"] > base["asset"]
+
+
+def test_loss_weights_scale_each_head():
+    seq = window([{0: (1, 2, 1.0, 1.0)}, {0: (1, 2, 2.0, 3.0)}])
+    masks = torch.ones(1, 2, dtype=torch.bool)
+    total, parts = next_step_loss(uniform_outputs(1, 2), seq, masks, {"x": 0.0, "scale": 2.0})
+    expected = sum(parts.values()) - parts["x"] + parts["scale"]
+    assert total.item() == pytest.approx(expected.item())
+
+
+def test_class_weights_come_from_class_frequencies():
+    seq = window([{0: (1, 1, 0, 0), 1: (1, 1, 0, 0), 2: (1, 2, 0, 0)}])
+    weights = class_weights_from(seq, torch.ones(1, 1, dtype=torch.bool))
+    # active: 17 off, 3 on; asset among the on: 2x class 1, 1x class 2
+    assert weights["active"][1] / weights["active"][0] == pytest.approx(17 / 3)
+    assert weights["asset"][2] / weights["asset"][1] == pytest.approx(2.0)
+    assert weights["asset"][0] == 0
+
+
+def test_baselines_on_a_hand_made_timeline():
+    # V1 holds asset 3 for three steps, then switches to asset 5 and moves from x 0 to x 2
+    steps = [{0: (1, 3, 0.0, 0.0)}] * 3 + [{0: (1, 5, 0.0, 2.0)}]
+    seq = window(steps)
+    batch = Batch(seq, torch.ones(1, 4, dtype=torch.bool))
+    priors = Priors.from_training([batch])
+    # V1's asset stayed 2 of 3 times: (2 + 1) / (3 + 2) with add-one smoothing
+    assert priors.stay["asset"] == pytest.approx(3 / 5)
+    copy = evaluate(persistence(priors), [batch], value_scale={"x": 10.0})
+    assert copy["asset_acc"] == pytest.approx(2 / 3)
+    assert copy["change_asset_acc"] == 0.0  # copying is wrong on every change step
+    assert copy["x_mae"] == pytest.approx(10.0 * 2 / 3)  # 2 scaled units off once, x10 units
+    assert copy["change_x_mae"] == pytest.approx(20.0)
+    assert copy["active_acc"] == 1.0
+    assert copy["loss_asset"] == pytest.approx(-(2 * math.log(3 / 5) + math.log((2 / 5) / 9)) / 3)
+    mean = evaluate(majority_mean(priors), [batch], value_scale={"x": 10.0})
+    # V1's mean x over its 4 on-screen steps is 0.5: errors 0.5, 0.5, 1.5 scaled units
+    assert mean["x_mae"] == pytest.approx(10.0 * (0.5 + 0.5 + 1.5) / 3)
+    # majority asset on V1 is 3 (3 of 4 steps): right twice, wrong on the switch
+    assert mean["asset_acc"] == pytest.approx(2 / 3)

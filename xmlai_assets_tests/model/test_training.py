@@ -1,0 +1,205 @@
+"""Training: repeatable, resumable to the bit, guarded against non-finite steps; versions
+round-trip; a tiny model can overfit one batch."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xmlai_assets.model.data import BatchIterator, MultiTrackDataset, collate
+from xmlai_assets.model.loss import next_step_loss
+from xmlai_assets.model.store import (
+    ModelStoreError,
+    champion,
+    load_model,
+    predict,
+    save_version,
+    set_champion,
+    versions,
+)
+from xmlai_assets.model.train import TrainConfig, TrainingError, train
+from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
+from xmlai_assets_tests.model.windows_factory import random_windows
+
+TINY = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, batch_size=4, learning_rate=3e-3)
+
+
+def quiet(_line):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_windows(12, 16, seed=1), random_windows(4, 16, seed=2)
+
+
+def test_a_seeded_cpu_run_repeats_exactly(data):
+    config = TrainConfig(**TINY, epochs=2)
+    a = train(*data, config, log=quiet)
+    b = train(*data, config, log=quiet)
+    for (name, x), y in zip(
+        a.model.state_dict().items(), b.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y), name
+    assert [r.val_loss for r in a.history] == [r.val_loss for r in b.history]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "plateau"])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, data, schedule):
+    config = TrainConfig(**TINY, epochs=4, schedule=schedule, dropout=0.1, step_epochs=1)
+    whole = train(*data, config, log=quiet)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(record):
+        if record.epoch == 2:
+            raise Crash
+
+    checkpoint = tmp_path / "ckpt.pt"
+    with pytest.raises(Crash):
+        train(
+            *data,
+            config,
+            checkpoint=checkpoint,
+            data_version="d1",
+            log=quiet,
+            after_epoch=crash_after_two,
+        )
+    lines = []
+    resumed = train(*data, config, checkpoint=checkpoint, data_version="d1", log=lines.append)
+    assert resumed.resumed_from_epoch == 2
+    assert any("resuming after epoch 2" in line for line in lines)
+    assert [r.val_loss for r in resumed.history] == [r.val_loss for r in whole.history]
+    for x, y in zip(
+        whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y)
+
+
+def test_a_checkpoint_of_other_settings_or_data_is_not_resumed(tmp_path, data):
+    checkpoint = tmp_path / "ckpt.pt"
+    train(*data, TrainConfig(**TINY, epochs=1), checkpoint=checkpoint, data_version="d1", log=quiet)
+    lines = []
+    other = train(
+        *data,
+        TrainConfig(**TINY, epochs=1),
+        checkpoint=checkpoint,
+        data_version="d2",
+        log=lines.append,
+    )
+    assert other.resumed_from_epoch == 0
+    assert "checkpoint is of other settings or data: starting over" in lines
+    state = torch.load(checkpoint, weights_only=True)  # loads without running code
+    assert state["epoch"] == 1
+
+
+def test_non_finite_steps_are_skipped_and_a_run_of_them_stops_training(data):
+    train_data, val_data = data
+    poisoned = train_data.sequences.clone()
+    poisoned[0, 3, 2] = float("nan")
+    lines = []
+    result = train(
+        MultiTrackDataset(poisoned, train_data.masks),
+        val_data,
+        TrainConfig(**TINY, epochs=1),
+        log=lines.append,
+    )
+    assert result.history[0].skipped_steps == 1
+    assert any("non-finite loss; step skipped" in line for line in lines)
+
+    all_bad = torch.full_like(train_data.sequences, float("inf"))
+    with pytest.raises(
+        TrainingError, match=r"epoch 1, step 3: 3 non-finite losses or gradients in a row"
+    ):
+        train(
+            MultiTrackDataset(all_bad, train_data.masks),
+            val_data,
+            TrainConfig(**TINY, epochs=1, max_bad_steps=3),
+            log=quiet,
+        )
+
+
+def test_a_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    batch = random_windows(4, 12, seed=3, pad=False)
+    model = MultiTrackTransformer(
+        ModelConfig(d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.0)
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss, _ = next_step_loss(model(batch.sequences, batch.masks), batch.sequences, batch.masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0]
+
+
+def test_predictions_do_not_depend_on_the_rest_of_the_batch():
+    torch.manual_seed(0)
+    model = MultiTrackTransformer(ModelConfig(d_model=32, n_heads=4, n_layers=2, d_ff=64)).eval()
+    data = random_windows(5, 9, seed=4)
+    together = model(data.sequences, data.masks)
+    for i in range(5):
+        alone = model(data.sequences[i : i + 1], data.masks[i : i + 1])
+        real = data.masks[i]
+        for head, value in alone.items():
+            torch.testing.assert_close(
+                value[0][real], together[head][i][real], rtol=1e-5, atol=1e-5
+            )
+
+
+def test_loader_keeps_masks_aligned_and_covers_every_window(data):
+    train_data, _ = data
+    seen = []
+    for batch in BatchIterator(
+        train_data, 5, shuffle=True, generator=torch.Generator().manual_seed(0)
+    ):
+        for seq, mask in zip(batch.sequences, batch.masks, strict=True):
+            i = next(j for j in range(len(train_data)) if torch.equal(train_data.sequences[j], seq))
+            assert torch.equal(train_data.masks[i], mask)
+            seen.append(i)
+    assert sorted(seen) == list(range(len(train_data)))
+    short = collate([(torch.ones(3, 180), torch.ones(3, dtype=torch.bool)), train_data[0]])
+    assert short.masks[0].tolist() == [True] * 3 + [False] * 13
+    assert not short.sequences[0, 3:].any()
+
+
+def test_a_version_round_trips_to_identical_predictions(tmp_path, data):
+    result = train(*data, TrainConfig(**TINY, epochs=1), log=quiet)
+    scalers = tmp_path / "scalers.json"
+    params = {
+        p: {"center": 10.0 * i, "scale": 2.0 + i}
+        for i, p in enumerate(["scale", "x", "y", "crop_l", "crop_r", "crop_t", "crop_b"])
+    }
+    scalers.write_text(json.dumps({"params": params}))
+    models = tmp_path / "models"
+    first = save_version(models, result.model, config={}, metadata={"m": 1}, scalers_json=scalers)
+    second = save_version(models, result.model, config={}, metadata={"m": 2}, scalers_json=scalers)
+    assert [first.name, second.name] == ["v0001", "v0002"] == versions(models)
+    with pytest.raises(ModelStoreError, match="no champion"):
+        load_model("champion", models)
+    set_champion(models, "v0002")
+    assert champion(models) == "v0002"
+
+    loaded = load_model("champion", models)
+    assert loaded.version == "v0002" and loaded.metadata == {"m": 2}
+    window = np.zeros((16, 180))
+    window[:, 0::9] = 1.0
+    window[:, 2::9] = 120.0  # scale in CSV units
+    window[:, 3::9] = 14.0
+    got = predict(loaded, window)
+    # the same by hand: normalize with the version's scalers, run the trained model
+    inputs = torch.from_numpy(loaded.normalize(window))[None]
+    with torch.no_grad():
+        out = result.model(inputs, torch.ones(1, 16, dtype=torch.bool))
+    on = torch.softmax(out["active"][0, -1], -1)[:, 1].numpy()
+    np.testing.assert_allclose(got.active_prob, on, rtol=1e-6)
+    expected_x = out["x"][0, -1].double().numpy() * 3.0 + 10.0
+    np.testing.assert_allclose(got.values[3::9][on >= 0.5], expected_x[on >= 0.5], rtol=1e-6)
+    assert (got.values[2::9][on < 0.5] == 100.0).all()  # tracks predicted off hold placeholders
+    with pytest.raises(ModelStoreError, match="v0009"):
+        load_model("v0009", models)
