@@ -19,7 +19,9 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def run_pipeline(layout: DataLayout, instance, run_config: dict | None = None) -> bool:
+def run_pipeline(
+    layout: DataLayout, instance, run_config: dict | None = None, *, train: bool = True
+) -> bool:
     """Register the folder's timeline files as partitions and materialize everything: the
     frames of every file in one run, then the master CSV and all that follows from it."""
     import dagster as dg
@@ -48,7 +50,10 @@ def run_pipeline(layout: DataLayout, instance, run_config: dict | None = None) -
         if not result.success:
             return False
     master = dg.AssetKey("master_training_data")
-    downstream = dg.AssetSelection.assets(master).downstream().resolve(defs.resolve_asset_graph())
+    selection = dg.AssetSelection.assets(master).downstream()
+    if not train:
+        selection = selection - dg.AssetSelection.groups("train")
+    downstream = selection.resolve(defs.resolve_asset_graph())
     result = job.execute_in_process(
         instance=instance,
         asset_selection=sorted(downstream),
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.timelines_dir:
         layout = DataLayout.at(layout.data_dir, args.timelines_dir)
     run_config = load_preset(args.preset) if args.preset else None
-    ok = run_pipeline(layout, _instance(), run_config)
+    ok = run_pipeline(layout, _instance(), run_config, train=not args.no_train)
     if not ok:
         print("FAILED: see the run log above, or the run in the UI (make ui)")
         return 1

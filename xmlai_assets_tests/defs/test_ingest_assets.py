@@ -28,7 +28,7 @@ def metadata(instance, key):
 def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
     bad = hostile_files(layout.timelines_dir)
     with dg.instance_for_test() as instance:
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         master = pd.read_csv(layout.master_csv)
         assert list(master.columns) == list(COLUMNS)
         assert sorted(master["video_id"].unique()) == ["good 0 ø", "good 1 ø", "good 2 ø"]
@@ -59,11 +59,11 @@ def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
 
 def test_rerun_with_unchanged_inputs_gives_identical_bytes(layout):
     with dg.instance_for_test() as instance:
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         first = layout.master_csv.read_bytes()
         frames = {p.name: p.read_bytes() for p in layout.frames_dir.iterdir()}
         v1 = metadata(instance, "master_training_data")["sha256"].value
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         assert layout.master_csv.read_bytes() == first
         assert {p.name: p.read_bytes() for p in layout.frames_dir.iterdir()} == frames
         assert metadata(instance, "master_training_data")["sha256"].value == v1
@@ -73,10 +73,10 @@ def test_rerun_with_unchanged_inputs_gives_identical_bytes(layout):
 def test_removed_file_leaves_the_master_and_a_broken_file_drops_stale_frames(layout):
     generate_timeline(3, seconds=6, name="good 3 ø").write(layout.timelines_dir)
     with dg.instance_for_test() as instance:
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         (layout.timelines_dir / "good 0 ø.xml").unlink()
         (layout.timelines_dir / "good 1 ø.xml").write_text("<xmeml><broken")
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         master = pd.read_csv(layout.master_csv)
         assert sorted(master["video_id"].unique()) == ["good 2 ø", "good 3 ø"]
         assert not layout.frames_file("good 1 ø.xml").exists()

@@ -50,7 +50,7 @@ def artifacts(layout):
 
 def test_materialize_from_xml_to_sequences(layout):
     with dg.instance_for_test() as instance:
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         master = pd.read_csv(layout.master_csv)
         train, val = pd.read_csv(layout.train_csv), pd.read_csv(layout.val_csv)
         assert len(train) + len(val) == len(master)
@@ -97,10 +97,10 @@ def test_materialize_from_xml_to_sequences(layout):
 
 def test_rerun_gives_identical_bytes_and_data_versions(layout):
     with dg.instance_for_test() as instance:
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         first = artifacts(layout)
         versions = {k: metadata(instance, k)["sha256"].value for k in PREPROCESS}
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         assert artifacts(layout) == first
         assert {k: metadata(instance, k)["sha256"].value for k in PREPROCESS} == versions
         assert not list(layout.data_dir.glob(".*.tmp"))
@@ -109,7 +109,7 @@ def test_rerun_gives_identical_bytes_and_data_versions(layout):
 def test_configured_split_and_windows_are_used_and_checked(layout):
     defs = build_definitions(DataPaths(data_dir=str(layout.data_dir)))
     with dg.instance_for_test() as instance:
-        assert run_pipeline(layout, instance)
+        assert run_pipeline(layout, instance, train=False)
         job = defs.resolve_implicit_global_asset_job_def()
         result = job.execute_in_process(
             instance=instance,
@@ -152,7 +152,7 @@ def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatc
 
     monkeypatch.setattr(ingest_assets, "build_master_csv", build_then_break)
     with dg.instance_for_test() as instance:
-        assert not run_pipeline(layout, instance)
+        assert not run_pipeline(layout, instance)  # training included: it must not start
         result = check_result(instance, "master_training_data", "master_data_valid")
         assert result.passed is False
         problems = result.metadata["problems"].value
@@ -160,9 +160,10 @@ def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatc
             "target_v1_crop_l: outside 0..100: 1 rows, first: 150.0 at line 5 (video 'tl 0')"
         ]
         assert metadata(instance, "master_training_data") is not None
-        for key in PREPROCESS:
+        for key in (*PREPROCESS, "trained_model"):
             assert metadata(instance, key) is None, key
         assert not layout.train_csv.exists() and not layout.train_sequences.exists()
+        assert not layout.models_dir.exists()
 
 
 def test_preprocess_lineage_and_checks_in_the_definitions():
