@@ -37,6 +37,7 @@ bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) bench/ingest.py
 	$(PY) bench/preprocess.py
+	$(PY) bench/train.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
