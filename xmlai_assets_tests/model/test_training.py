@@ -203,3 +203,42 @@ def test_a_version_round_trips_to_identical_predictions(tmp_path, data):
     assert (got.values[2::9][on < 0.5] == 100.0).all()  # tracks predicted off hold placeholders
     with pytest.raises(ModelStoreError, match="v0009"):
         load_model("v0009", models)
+
+
+KILLED_RUN = """
+import sys, torch
+from xmlai_assets.model.train import TrainConfig, train
+from xmlai_assets_tests.model.windows_factory import random_windows
+config = TrainConfig(**{tiny}, epochs=6, dropout=0.1)
+train(random_windows(12, 16, seed=1), random_windows(4, 16, seed=2), config,
+      checkpoint=sys.argv[1], data_version="d1", log=lambda line: None,
+      after_epoch=lambda record: __import__("time").sleep(0.3))
+"""
+
+
+def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, data):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    checkpoint = tmp_path / "ckpt.pt"
+    script = KILLED_RUN.format(tiny=TINY)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(checkpoint)], cwd=os.getcwd())
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # the checkpoint is whole (written then renamed), whatever the kill interrupted
+
+    config = TrainConfig(**TINY, epochs=6, dropout=0.1)
+    resumed = train(*data, config, checkpoint=checkpoint, data_version="d1", log=quiet)
+    whole = train(*data, config, log=quiet)
+    assert 1 <= resumed.resumed_from_epoch < 6
+    for x, y in zip(
+        whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y)
