@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from xmlai_assets.defs import automation
 from xmlai_assets.defs.ingest import assets as ingest
 from xmlai_assets.defs.preprocess import assets as preprocess
 from xmlai_assets.defs.preprocess import checks as preprocess_checks
@@ -18,6 +19,9 @@ def build_definitions(paths: DataPaths | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
+        jobs=[automation.retrain_job],
+        schedules=[automation.retrain_schedule],
+        sensors=[automation.timeline_files_sensor],
         resources={"paths": paths or DataPaths.from_env()},
     )
 

@@ -5,6 +5,8 @@ import dagster as dg
 from xmlai_assets.features.preprocess import FileInfo
 from xmlai_assets.timeline.schema import COLUMNS
 
+OWNERS = ["team:video-layout"]
+
 
 def column_schema() -> dg.TableSchema:
     """The 183 columns of the master and split CSVs."""

@@ -45,6 +45,7 @@ def ingest_timeline_file(layout: DataLayout, name: str, *, sample_rate_hz: float
     }
     try:
         xml_sha = file_sha256(source)
+        report["xml_sha256"] = xml_sha
         df, info = parse_timeline_with_info(source, sample_rate_hz=sample_rate_hz)
     except (TimelineError, OSError) as exc:
         reason = exc.reason if isinstance(exc, TimelineError) else f"cannot read file ({exc})"
@@ -59,7 +60,6 @@ def ingest_timeline_file(layout: DataLayout, name: str, *, sample_rate_hz: float
     report.update(
         status="ok",
         rows=len(df),
-        xml_sha256=xml_sha,
         frames_sha256=file_sha256(layout.frames_file(name)),
         timeline=info.as_dict(),
     )

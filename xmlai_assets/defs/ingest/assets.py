@@ -4,7 +4,8 @@ import hashlib
 
 import dagster as dg
 
-from xmlai_assets.defs.metadata import column_schema
+from xmlai_assets.atomic import file_lock
+from xmlai_assets.defs.metadata import OWNERS, column_schema
 from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.timeline.ingest import (
@@ -27,6 +28,7 @@ class IngestConfig(dg.Config):
 @dg.observable_source_asset(
     partitions_def=timeline_files,
     group_name=GROUP,
+    owners=OWNERS,
     description="Timeline exports (FCP7 XML from Premiere Pro, Final Cut Pro 7 or DaVinci "
     "Resolve) in the watched folder; one partition per file, versioned by content hash.",
     metadata={"format": "xmeml (FCP7 XML)"},
@@ -44,6 +46,7 @@ def timeline_xml(context: dg.AssetExecutionContext, paths: DataPaths) -> dg.Data
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[timeline_xml],
     group_name=GROUP,
+    owners=OWNERS,
     code_version=f"parser-{PARSER_VERSION}",
     description="One table per timeline: a row per sample time with the on-screen state, "
     "asset class, scale, position and crop of video tracks V1..V20 (Parquet).",
@@ -113,6 +116,7 @@ def timeline_frames(
 @dg.asset(
     deps=[timeline_frames],
     group_name=GROUP,
+    owners=OWNERS,
     code_version=f"parser-{PARSER_VERSION}",
     description="All timelines' frames in one CSV (183 columns: video_id, source_video_name, "
     "time, then active/asset/scale/x/y/crop_l/crop_r/crop_t/crop_b for V1..V20).",
@@ -123,7 +127,8 @@ def master_training_data(
 ) -> dg.MaterializeResult:
     layout = paths.layout
     keys = context.instance.get_dynamic_partitions(timeline_files.name)
-    summary = build_master_csv(layout, keys)
+    with file_lock(layout.lock_file("master_training_data")):
+        summary = build_master_csv(layout, keys)
     for name in summary.missing:
         context.log.warning(f"{name}: no frames yet; materialize timeline_frames for it")
     return dg.MaterializeResult(

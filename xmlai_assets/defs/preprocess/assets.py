@@ -4,8 +4,9 @@ from typing import Literal
 
 import dagster as dg
 
+from xmlai_assets.atomic import file_lock
 from xmlai_assets.defs.ingest.assets import master_training_data
-from xmlai_assets.defs.metadata import column_schema, file_metadata, table
+from xmlai_assets.defs.metadata import OWNERS, column_schema, file_metadata, table
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.preprocess import (
     FEATURES_VERSION,
@@ -48,6 +49,7 @@ def _data_version(sha256: str) -> dg.DataVersion:
             f"{split}_data",
             deps=[master_training_data],
             group_name=GROUP,
+            owners=OWNERS,
             code_version=CODE_VERSION,
             description=f"The master CSV's rows of the {label} timelines ({split}_data.csv); "
             "whole timelines are held out, never single rows.",
@@ -58,7 +60,8 @@ def _data_version(sha256: str) -> dg.DataVersion:
     name="video_split",
 )
 def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: DataPaths):
-    summary = split_master(paths.layout, config.val_fraction, config.seed)
+    with file_lock(paths.layout.lock_file("split")):
+        summary = split_master(paths.layout, config.val_fraction, config.seed)
     context.log.info(
         f"{len(summary.split.train)} training and {len(summary.split.val)} validation timelines "
         f"({summary.rows['train']} and {summary.rows['val']} rows)"
@@ -85,6 +88,7 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
 @dg.asset(
     deps=["train_data"],
     group_name=GROUP,
+    owners=OWNERS,
     code_version=CODE_VERSION,
     description="One scikit-learn scaler per continuous parameter (scale, x, y, crop_l..crop_b), "
     "pooled over the 20 tracks and fitted on the active entries of the training split only "
@@ -94,7 +98,8 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
 def scalers(
     context: dg.AssetExecutionContext, config: ScalerConfig, paths: DataPaths
 ) -> dg.MaterializeResult:
-    summary = fit_train_scalers(paths.layout, config.kind)
+    with file_lock(paths.layout.lock_file("scalers")):
+        summary = fit_train_scalers(paths.layout, config.kind)
     context.log.info(f"{config.kind} scalers fitted on {summary.rows} training rows")
     stats = [{"param": param, **values} for param, values in summary.stats.items()]
     return dg.MaterializeResult(
@@ -120,6 +125,7 @@ def scalers(
             f"{split}_sequences",
             deps=[f"{split}_data", "scalers"],
             group_name=GROUP,
+            owners=OWNERS,
             code_version=CODE_VERSION,
             description=f"{label} windows ({split}_sequences.npz): sequences float32 "
             "[N, window, 180] (per track: active, asset, then the scaled continuous values; 0 "
@@ -132,7 +138,8 @@ def scalers(
     name="training_sequences",
 )
 def training_sequences(context: dg.AssetExecutionContext, config: WindowConfig, paths: DataPaths):
-    summaries = build_sequences(paths.layout, config.window, config.stride)
+    with file_lock(paths.layout.lock_file("sequences")):
+        summaries = build_sequences(paths.layout, config.window, config.stride)
     for split in SPLITS:
         summary = summaries[split]
         stats = summary.stats

@@ -7,7 +7,8 @@ import typing
 import dagster as dg
 import pydantic
 
-from xmlai_assets.defs.metadata import table
+from xmlai_assets.atomic import file_lock
+from xmlai_assets.defs.metadata import OWNERS, table
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.model.pipeline import MODEL_VERSION, fit_model
 from xmlai_assets.model.train import TrainConfig
@@ -44,6 +45,7 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
 @dg.asset(
     deps=["train_sequences", "val_sequences", "scalers"],
     group_name=GROUP,
+    owners=OWNERS,
     code_version=f"model-{MODEL_VERSION}",
     description="The multi-track transformer trained to predict the next step's layout of all "
     "20 tracks; each run writes an immutable data/models/v{NNNN}/ and moves the champion "
@@ -63,12 +65,13 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
     settings = TrainConfig.from_dict(
         {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     )
-    summary = fit_model(
-        layout,
-        settings,
-        log=context.log.info,
-        extra_metadata={"dagster_run_id": context.run.run_id, "dagster": dg.__version__},
-    )
+    with file_lock(layout.lock_file("trained_model")):
+        summary = fit_model(
+            layout,
+            settings,
+            log=context.log.info,
+            extra_metadata={"dagster_run_id": context.run.run_id, "dagster": dg.__version__},
+        )
     result, metrics = summary.result, summary.metrics
     history = result.history
     best = next(r for r in history if r.epoch == result.best_epoch)
