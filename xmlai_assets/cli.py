@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-dir", type=Path, help="artifacts folder (default: ./data)")
     run.add_argument("--timelines-dir", type=Path, help="XML folder (default: DATA_DIR/timelines)")
     run.add_argument("--preset", type=Path, help="run config YAML, e.g. configs/train_quick.yaml")
+    run.add_argument("--no-train", action="store_true", help="stop at the training sequences")
     synth = sub.add_parser("synth", help="write synthetic Premiere-style timelines")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--count", type=int, default=110)
