@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(abspath .dagster_home)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test ui corpus bench lint
+.PHONY: install browser demo test ui corpus bench lint
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,18 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/xmlai-assets run --preset configs/train_quick.yaml
 
-test: install
+# Headless Chromium and its driver for the UI test, from Debian's packages (no browser download).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "the UI test needs Debian's chromium and chromium-driver (apt-get install, as root)"; \
+	  fi; \
+	fi
+
+test: install browser
 	$(PY) -m pytest -q
 
 # The Dagster UI on http://127.0.0.1:3000 over the same instance as `make demo`.

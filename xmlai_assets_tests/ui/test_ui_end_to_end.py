@@ -1,0 +1,293 @@
+"""The UI path end to end: `dagster dev` (webserver and daemon) on a loopback port over a
+temporary instance and data folder, driven through GraphQL as the UI drives it, and looked at in
+headless Chromium (Debian's chromium and chromium-driver; no browser is downloaded).
+
+Set XMLAI_UI_SCREENSHOTS=DIR to keep the screenshots (the README's comes from here).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xmlai_assets.paths import PROJECT_ROOT
+from xmlai_assets.synth import generate_timeline
+
+pytestmark = pytest.mark.ui
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+LOCATION, REPOSITORY = "xmlai_assets.definitions", "__repository__"
+DOWNSTREAM_OF_FILES = [
+    "master_training_data",
+    "train_data",
+    "val_data",
+    "scalers",
+    "train_sequences",
+    "val_sequences",
+    "trained_model",
+]
+TRAIN_CONFIG = {
+    "d_model": 32,
+    "n_heads": 4,
+    "n_layers": 1,
+    "d_ff": 64,
+    "epochs": 4,
+    "batch_size": 8,
+    "learning_rate": 0.003,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, port: int, process: subprocess.Popen, log: Path):
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = process
+        self.log = log
+
+    def graphql(self, query: str, **variables) -> dict:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+        assert "errors" not in answer, answer["errors"]
+        return answer["data"]
+
+    def wait(self, what: str, condition, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"dagster dev exited:\n{self.log_tail()}"
+            try:
+                value = condition()
+            except OSError:
+                value = None
+            if value:
+                return value
+            time.sleep(1)
+        pytest.fail(f"timed out waiting for {what}\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not (CHROMIUM and CHROMEDRIVER):
+        message = "chromium and chromium-driver are needed (make test installs them as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    for seed in range(4):
+        generate_timeline(seed, seconds=10, name=f"clip {seed}").write(data / "timelines")
+    port, log = _free_port(), tmp_path / "dagster-dev.log"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "XMLAI_DATA_DIR": str(data)}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-m", LOCATION]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped whole below
+        )
+    srv = Server(port, process, log)
+    srv.data = data
+    try:
+        srv.wait(
+            "the code location to load",
+            lambda: srv.graphql(
+                "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }"
+            )["repositoriesOrError"]["nodes"],
+            timeout=180,
+        )
+        yield srv
+    finally:
+        # dagster dev in the background ignores a plain SIGTERM: stop its whole group
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # children of an exited leader, if any
+
+
+MATERIALIZED_PARTITIONS = """
+query { assetOrError(assetKey: {path: ["timeline_frames"]}) {
+  ... on Asset { assetMaterializations(limit: 100) { partition runId } } } }
+"""
+LAUNCH = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename
+  ... on LaunchRunSuccess { run { runId } }
+  ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } }
+} }
+"""
+RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+LATEST_METADATA = """
+query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
+  ... on Asset { assetMaterializations(limit: 1) { metadataEntries {
+    label
+    ... on IntMetadataEntry { intValue }
+    ... on FloatMetadataEntry { floatValue }
+    ... on PathMetadataEntry { path }
+  } } } } }
+"""
+
+
+def _frames_partitions(server) -> dict[str, list[str]]:
+    records = server.graphql(MATERIALIZED_PARTITIONS)["assetOrError"]["assetMaterializations"]
+    runs: dict[str, list[str]] = {}
+    for record in records:
+        runs.setdefault(record["partition"], []).append(record["runId"])
+    return runs
+
+
+def _metadata(server, key: str) -> dict:
+    record = server.graphql(LATEST_METADATA, path=[key])["assetOrError"]["assetMaterializations"]
+    entries = record[0]["metadataEntries"]
+    return {e["label"]: e.get("intValue", e.get("floatValue", e.get("path"))) for e in entries}
+
+
+def _browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1600,1000")
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def _page_shows(driver, url: str, texts: list[str], screenshot: Path) -> None:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+
+    def body_text(d):
+        text = d.find_element(By.TAG_NAME, "body").text
+        return text if all(t in text for t in texts) else None
+
+    try:
+        WebDriverWait(driver, 60).until(body_text)
+    except TimeoutException:
+        driver.save_screenshot(str(screenshot))
+        missing = [t for t in texts if t not in driver.find_element(By.TAG_NAME, "body").text]
+        pytest.fail(f"{url} does not show {missing} (screenshot: {screenshot})")
+    time.sleep(2)  # let the graph finish laying out before the picture
+    driver.save_screenshot(str(screenshot))
+
+
+def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
+    # 1. the sensor (running by default) gives each file a partition and parses it
+    files = {f"clip {i}.xml" for i in range(4)}
+    server.wait(
+        "the sensor's frames runs",
+        lambda: files <= set(_frames_partitions(server)),
+        timeout=240,
+    )
+    before = _frames_partitions(server)
+    # a file dropped in while the server runs: exactly its partition appears and materializes
+    generate_timeline(10, seconds=10, name="dropped later").write(server.data / "timelines")
+    server.wait(
+        "the dropped file's partition",
+        lambda: "dropped later.xml" in _frames_partitions(server),
+        timeout=240,
+    )
+    after = _frames_partitions(server)
+    assert {k: v for k, v in after.items() if k != "dropped later.xml"} == before
+    assert len(after["dropped later.xml"]) == 1
+
+    # 2. Materialize, as the UI's button does: the implicit asset job over the selection
+    params = {
+        "selector": {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": [key]} for key in DOWNSTREAM_OF_FILES],
+        },
+        "runConfigData": {"ops": {"trained_model": {"config": TRAIN_CONFIG}}},
+        "mode": "default",
+    }
+    launched = server.graphql(LAUNCH, params=params)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = server.wait(
+        "the run to finish",
+        lambda: (
+            server.graphql(RUN_STATUS, id=run_id)["runOrError"]["status"]
+            in ("SUCCESS", "FAILURE", "CANCELED")
+            and server.graphql(RUN_STATUS, id=run_id)["runOrError"]["status"]
+        ),
+        timeout=600,
+    )
+    assert status == "SUCCESS", server.log_tail()
+
+    # 3. the recorded metadata, read back through GraphQL
+    master = _metadata(server, "master_training_data")
+    rows = len(pd.read_csv(server.data / "master_training_data.csv"))
+    assert master["dagster/row_count"] == rows
+    assert master["video_count"] == 5
+    model = _metadata(server, "trained_model")
+    assert model["epochs_run"] == 4
+    assert model["version"] == str(server.data / "models" / "v0001")
+    val_loss = model["val_loss"]
+    assert val_loss > 0 and model["persistence_val_loss"] > 0
+
+    # 4. what a person sees: the lineage and the model's page with its metric
+    shots = Path(os.environ.get("XMLAI_UI_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    driver = _browser()
+    try:
+        driver.get(f"{server.url}/runs")
+        time.sleep(3)
+        from selenium.webdriver.common.by import By
+
+        for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+            button.click()  # the first-visit newsletter dialog
+        _page_shows(
+            driver,
+            f"{server.url}/assets/trained_model?view=lineage&lineageScope=upstream&lineageDepth=10",
+            ["timeline_xml", "timeline_frames", "train_data", "scalers", "train_sequences"]
+            + ["val_sequences", "trained_model", "ingest", "preprocess", "train"],
+            shots / "asset_graph.png",
+        )
+        _page_shows(
+            driver,
+            f"{server.url}/assets/trained_model",
+            ["trained_model", "val_loss", repr(val_loss), "persistence_val_loss"],
+            shots / "trained_model.png",
+        )
+    finally:
+        driver.quit()
+    assert (shots / "asset_graph.png").stat().st_size > 10_000
