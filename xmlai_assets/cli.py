@@ -19,6 +19,10 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
+# The run log at INFO: what each step did, without Dagster's per-event DEBUG lines.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def run_pipeline(
     layout: DataLayout, instance, run_config: dict | None = None, *, train: bool = True
 ) -> bool:
@@ -41,6 +45,7 @@ def run_pipeline(
         result = job.execute_in_process(
             instance=instance,
             asset_selection=[dg.AssetKey("timeline_frames")],
+            run_config=QUIET,
             tags={
                 "dagster/asset_partition_range_start": keys[0],
                 "dagster/asset_partition_range_end": keys[-1],
@@ -57,7 +62,7 @@ def run_pipeline(
     result = job.execute_in_process(
         instance=instance,
         asset_selection=sorted(downstream),
-        run_config=run_config or {},
+        run_config={**QUIET, **(run_config or {})},
         raise_on_error=False,
     )
     return result.success
