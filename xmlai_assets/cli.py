@@ -96,7 +96,7 @@ def print_model_report(layout: DataLayout) -> None:
     print(f"  {'validation':24}{'model':>10}{'copy prev':>10}{'majority':>10}")
     for key in ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss"):
         row = [metrics[name][key] for name in ("model", "persistence", "majority_mean")]
-        print(f"  {key:24}" + "".join(f"{v:10.4f}" for v in row))
+        print(f"  {key:24}" + "".join(f"{'-':>10}" if v is None else f"{v:10.4f}" for v in row))
     print(f"  all metrics: {folder / 'metadata.json'}")
 
 

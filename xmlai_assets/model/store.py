@@ -10,6 +10,7 @@ under a temporary name and renamed into place whole, so a version is complete or
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -38,8 +39,20 @@ class ModelStoreError(ValueError):
     """A model version that cannot be found or read; the message says which and why."""
 
 
+def _strict(value):
+    """`value` with NaN and infinities as null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def _json_bytes(data: dict) -> bytes:
-    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+    text = json.dumps(_strict(data), indent=1, sort_keys=True, allow_nan=False)
+    return (text + "\n").encode()
 
 
 def versions(models_dir: str | os.PathLike[str]) -> list[str]:

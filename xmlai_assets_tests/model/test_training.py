@@ -242,3 +242,19 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, da
         whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(x, y)
+
+
+def test_version_files_are_strict_json_even_when_a_metric_is_undefined(tmp_path, data):
+    result = train(*data, TrainConfig(**TINY, epochs=1), log=quiet)
+    scalers = tmp_path / "scalers.json"
+    scalers.write_text(json.dumps({"params": {}}))
+    folder = save_version(
+        tmp_path / "models",
+        result.model,
+        config={},
+        metadata={"metrics": {"change_crop_b_mae": float("nan"), "loss": 0.5}},
+        scalers_json=scalers,
+    )
+    text = (folder / "metadata.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["metrics"] == {"change_crop_b_mae": None, "loss": 0.5}

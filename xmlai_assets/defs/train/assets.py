@@ -2,6 +2,7 @@
 
 import base64
 import dataclasses
+import math
 import typing
 
 import dagster as dg
@@ -35,8 +36,11 @@ BASELINES = ("model", "persistence", "majority_mean")
 
 
 def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
+    def cell(value: float) -> float | None:
+        return round(value, 6) if math.isfinite(value) else None  # nothing scored: empty
+
     records = [
-        {"metric": key, **{name: round(metrics[name][key], 6) for name in BASELINES}}
+        {"metric": key, **{name: cell(metrics[name][key]) for name in BASELINES}}
         for key in metrics["model"]
     ]
     return table(records, {"metric": "string"} | dict.fromkeys(BASELINES, "float"))
