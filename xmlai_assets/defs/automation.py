@@ -11,7 +11,6 @@
   configs/; default: the asset defaults).
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -36,8 +35,13 @@ retrain_job = dg.define_asset_job(
 )
 
 
-def _folder_state(folder: Path, previous: dict) -> dict[str, list]:
-    """{file: [size, mtime_ns, sha256]}; a file's hash is reused while its size and mtime hold."""
+def _folder_state(folder: Path, previous: dict, seq: int) -> tuple[dict[str, list], int]:
+    """({file: [size, mtime_ns, sha256, version]}, last version handed out).
+
+    A file's hash is reused while its size and mtime hold. Each content not seen in the
+    previous state gets a new version from a counter that only grows, so a file that changes
+    back to an earlier content still gets a run key it never had.
+    """
     state = {}
     for name in list_timeline_files(folder):
         try:
@@ -45,11 +49,16 @@ def _folder_state(folder: Path, previous: dict) -> dict[str, list]:
             known = previous.get(name)
             if known and known[:2] == [stat.st_size, stat.st_mtime_ns]:
                 state[name] = known
-            else:
-                state[name] = [stat.st_size, stat.st_mtime_ns, file_sha256(folder / name)]
+                continue
+            sha = file_sha256(folder / name)
         except OSError:
             continue  # gone between the listing and the read: the next tick sees it removed
-    return state
+        if known and known[2] == sha:
+            state[name] = [stat.st_size, stat.st_mtime_ns, sha, known[3]]
+        else:
+            seq += 1
+            state[name] = [stat.st_size, stat.st_mtime_ns, sha, seq]
+    return state, seq
 
 
 @dg.sensor(
@@ -63,8 +72,8 @@ def _folder_state(folder: Path, previous: dict) -> dict[str, list]:
 )
 def timeline_files_sensor(context: dg.SensorEvaluationContext, paths: DataPaths) -> dg.SensorResult:
     folder = paths.layout.timelines_dir
-    previous = json.loads(context.cursor) if context.cursor else {}
-    state = _folder_state(folder, previous)
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    state, seq = _folder_state(folder, cursor.get("files", {}), cursor.get("seq", 0))
     skipped = sorted(name for name in state if not valid_partition_key(name))
     for name in skipped:
         context.log.warning(
@@ -86,15 +95,15 @@ def timeline_files_sensor(context: dg.SensorEvaluationContext, paths: DataPaths)
         dg.RunRequest(
             partition_key=name,
             asset_selection=[FRAMES],
-            run_key=f"{name}:{state[name][2]}",
+            run_key=f"{name}:{state[name][3]}",
             tags={"xmlai/trigger": "new file" if name in added else "changed file"},
         )
         for name in added + changed
     ]
     if removed and not runs:
         # the master CSV must drop the rows of files that are gone
-        digest = hashlib.sha256("\n".join(removed).encode()).hexdigest()[:16]
-        runs.append(dg.RunRequest(asset_selection=[MASTER], run_key=f"removed:{digest}"))
+        seq += 1
+        runs.append(dg.RunRequest(asset_selection=[MASTER], run_key=f"removed:{seq}"))
     requests = []
     if added:
         requests.append(timeline_files.build_add_request(added))
@@ -105,7 +114,7 @@ def timeline_files_sensor(context: dg.SensorEvaluationContext, paths: DataPaths)
     return dg.SensorResult(
         run_requests=runs,
         dynamic_partitions_requests=requests,
-        cursor=json.dumps(state, sort_keys=True),
+        cursor=json.dumps({"seq": seq, "files": state}, sort_keys=True),
     )
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import dagster as dg
 import pytest
@@ -52,7 +53,7 @@ def test_new_files_get_a_partition_and_a_frames_run_each(layout):
             "t1.xml",
             "t2.xml",
         ]
-        assert set(json.loads(result.cursor)) == {"t0.xml", "t1.xml", "t2.xml"}
+        assert set(json.loads(result.cursor)["files"]) == {"t0.xml", "t1.xml", "t2.xml"}
 
 
 def test_only_a_new_or_changed_file_is_parsed_again_and_a_removed_one_is_dropped(layout):
@@ -76,6 +77,28 @@ def test_only_a_new_or_changed_file_is_parsed_again_and_a_removed_one_is_dropped
         assert "t0.xml" not in instance.get_dynamic_partitions("timeline_files")
         # the changed and new files are still unparsed: their runs are asked again (same run keys)
         assert {r.run_key for r in third.run_requests} == {r.run_key for r in second.run_requests}
+
+
+def test_a_file_changed_back_to_earlier_content_is_parsed_again(layout):
+    path = layout.timelines_dir / "t1.xml"
+    original = path.read_bytes()
+    with dg.instance_for_test() as instance:
+        first = tick(instance, layout)
+        keys = {r.partition_key: r.run_key for r in first.run_requests}
+        generate_timeline(9, seconds=5, name="t1").write(layout.timelines_dir)
+        second = tick(instance, layout, first.cursor)
+        path.write_bytes(original)
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+        third = tick(instance, layout, second.cursor)
+        run_keys = [
+            keys["t1.xml"],
+            *(
+                r.run_key
+                for r in second.run_requests + third.run_requests
+                if r.partition_key == "t1.xml"
+            ),
+        ]
+        assert len(run_keys) == 3 and len(set(run_keys)) == 3  # Dagster skips a run key it saw
 
 
 def test_a_removal_alone_rebuilds_the_master(layout):
