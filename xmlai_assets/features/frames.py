@@ -105,10 +105,6 @@ class TrackFrames:
     time: np.ndarray
     values: np.ndarray
 
-    @property
-    def active(self) -> np.ndarray:
-        return self.values[:, :, ACTIVE] == 1
-
 
 def group_rows(video_codes: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(row order that makes each video contiguous or None, offsets, lengths) of coded rows."""

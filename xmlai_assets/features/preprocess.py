@@ -7,7 +7,7 @@ summary for logs and metadata. The Dagster assets call these, and so can a plain
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,14 +64,11 @@ class ScalerSummary:
 
 @dataclass
 class SequenceSummary:
-    split: str
     shapes: dict[str, list[int]]
     stats: dict
     file: FileInfo
-    nbytes: int = 0
-    window: int = 0
-    stride: int = 0
-    video_ids: list[str] = field(default_factory=list)
+    nbytes: int
+    video_ids: list[str]
 
 
 def split_master(layout: DataLayout, val_fraction: float = 0.2, seed: int = 0) -> SplitSummary:
@@ -126,13 +123,10 @@ def build_sequences(
         del frames, encoded
         write_npz(seq, npz[split])
         summaries[split] = SequenceSummary(
-            split=split,
             shapes={name: list(array.shape) for name, array in seq.arrays().items()},
             stats=sequence_stats(seq),
             file=FileInfo.of(npz[split]),
             nbytes=seq.nbytes,
-            window=window,
-            stride=stride,
             video_ids=sorted(set(seq.video_ids.tolist())),
         )
     return summaries

@@ -14,7 +14,6 @@ from xmlai_assets.features.windows import read_npz
 from xmlai_assets.timeline.schema import N_TRACKS, TRACK_PARAMS
 
 N_PARAMS = len(TRACK_PARAMS)
-N_CONTINUOUS = N_PARAMS - 2
 
 
 @dataclass
@@ -26,9 +25,6 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.sequences.to(device), self.masks.to(device))
-
-    def __len__(self) -> int:
-        return len(self.masks)
 
 
 class MultiTrackDataset(Dataset):

@@ -1,9 +1,16 @@
 """Safe defaults: the UI on loopback only, no telemetry, weights that load without code."""
 
+import pickle
 import re
 
+import pytest
+import torch
 import yaml
+from safetensors import safe_open
 
+from xmlai_assets.model.store import save_version
+from xmlai_assets.model.train import load_checkpoint
+from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
 from xmlai_assets.paths import DEFAULT_DAGSTER_HOME, PROJECT_ROOT
 
 
@@ -17,8 +24,25 @@ def test_the_instance_sends_no_telemetry():
     assert config["telemetry"]["enabled"] is False
 
 
-def test_model_files_load_without_unpickling():
-    source = (PROJECT_ROOT / "xmlai_assets" / "model" / "train.py").read_text()
-    assert "weights_only=True" in source and "weights_only=False" not in source
-    store = (PROJECT_ROOT / "xmlai_assets" / "model" / "store.py").read_text()
-    assert "safetensors" in store and "torch.load" not in store
+class Payload:
+    """Stands for code a tampered file would run if it were unpickled."""
+
+    def __reduce__(self):
+        return (print, ("ran code from a file",))
+
+
+def test_a_checkpoint_holding_code_is_refused_not_run(tmp_path):
+    path = tmp_path / "trained_model.pt"
+    torch.save({"model": {}, "extra": Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path)
+
+
+def test_model_weights_are_safetensors_that_hold_only_tensors(tmp_path):
+    model = MultiTrackTransformer(ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    scalers = tmp_path / "scalers.json"
+    scalers.write_text("{}")
+    folder = save_version(tmp_path / "models", model, config={}, metadata={}, scalers_json=scalers)
+    with safe_open(folder / "model.safetensors", framework="pt") as weights:
+        assert set(weights.keys()) == set(model.state_dict())
+    assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl"))
