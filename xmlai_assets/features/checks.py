@@ -11,20 +11,14 @@ import pyarrow as pa
 from xmlai_assets.features.frames import DataFileError, iter_batches, read_columns
 from xmlai_assets.features.split import VideoSplit, split_videos, val_count
 from xmlai_assets.features.windows import N_FEATURES, Sequences, channel, window_starts
-from xmlai_assets.timeline.schema import N_TRACKS, TRACK_COLUMNS, TRACK_PARAMS, track_column
+from xmlai_assets.timeline.schema import (
+    N_TRACKS,
+    PARAM_RANGES,
+    TRACK_COLUMNS,
+    TRACK_PARAMS,
+    track_column,
+)
 
-# Allowed range of each parameter (inclusive); None: any finite value.
-RANGES: dict[str, tuple[float, float] | None] = {
-    "active": (0, 1),
-    "asset": (0, 9),
-    "scale": None,
-    "x": None,
-    "y": None,
-    "crop_l": (0, 100),
-    "crop_r": (0, 100),
-    "crop_t": (0, 100),
-    "crop_b": (0, 100),
-}
 INTEGER_PARAMS = ("active", "asset")
 PARAM_OF_COLUMN = {track_column(n, p): p for n in range(1, N_TRACKS + 1) for p in TRACK_PARAMS}
 MAX_EXAMPLES = 20
@@ -105,16 +99,15 @@ def _check_values(batch: pa.RecordBatch, first_line: int, problems: _Problems) -
                 f"{name}: missing or not finite", int((~finite).sum()), _at(batch, i, first_line)
             )
             values = np.where(finite, values, 0.0)
-        bounds = RANGES[param]
-        if bounds is not None:
-            out = (values < bounds[0]) | (values > bounds[1])
-            if out.any():
-                i = int(np.argmax(out))
-                problems.add(
-                    f"{name}: outside {bounds[0]}..{bounds[1]}",
-                    int(out.sum()),
-                    f"{values[i]} at {_at(batch, i, first_line)}",
-                )
+        lo, hi = PARAM_RANGES[param]
+        out = (values < lo) | (values > hi)
+        if out.any():
+            i = int(np.argmax(out))
+            problems.add(
+                f"{name}: outside {lo:g}..{hi:g}",
+                int(out.sum()),
+                f"{values[i]} at {_at(batch, i, first_line)}",
+            )
         if param in INTEGER_PARAMS:
             fractional = values != np.round(values)
             if fractional.any():
@@ -190,7 +183,7 @@ def sequence_problems(
     del finite
     for param in INTEGER_PARAMS:
         values = channel(seq, param)
-        lo, hi = RANGES[param]
+        lo, hi = PARAM_RANGES[param]
         bad = (values < lo) | (values > hi) | (values != np.round(values))
         if bad.any():
             problems.append(f"{param}: {int(bad.sum())} values not whole numbers in {lo}..{hi}")

@@ -83,6 +83,15 @@ class SyntheticTimeline:
     clips: list[PlannedClip]
     disabled_tracks: frozenset[int] = frozenset()
     source_video: str = "gameplay_01"
+    # The <duration> written into the XML; None writes `duration`. Real exports write 0 or
+    # less than their clips, and the timeline still runs to its last clip.
+    declared_duration: int | None = None
+
+    @property
+    def length(self) -> int:
+        """Frames in the timeline: the later of the declared duration and the last clip end."""
+        declared = self.duration if self.declared_duration is None else self.declared_duration
+        return max([declared, *(c.end for c in self.clips)])
 
     @property
     def fps(self) -> Fraction:
@@ -100,7 +109,7 @@ class SyntheticTimeline:
     def truth(self, sample_rate_hz: float = 10.0) -> pd.DataFrame:
         """The table this timeline means to encode, sampled at `sample_rate_hz`."""
         hz = Fraction(sample_rate_hz).limit_denominator(1_000_000)
-        end_time = Fraction(self.duration) / self.fps
+        end_time = Fraction(self.length) / self.fps
         frames = []
         k = 0
         while Fraction(k) / hz < end_time:
@@ -391,7 +400,7 @@ def _write_xml(tl: SyntheticTimeline) -> bytes:
     root = etree.Element("xmeml", version="4")
     seq = _sub(root, "sequence", id="sequence-1")
     _sub(seq, "uuid", str(uuid.uuid5(uuid.NAMESPACE_URL, tl.name)))
-    _sub(seq, "duration", tl.duration)
+    _sub(seq, "duration", tl.duration if tl.declared_duration is None else tl.declared_duration)
     _rate(seq, tl)
     _sub(seq, "name", tl.name)
     video = _sub(_sub(seq, "media"), "video")

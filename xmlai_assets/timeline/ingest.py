@@ -24,7 +24,7 @@ from xmlai_assets.timeline.xml import TimelineError
 log = logging.getLogger(__name__)
 
 # Bump when a change to parsing changes the frames it produces.
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 
 
 def _write_report(path: Path, report: dict) -> None:

@@ -1,9 +1,10 @@
 """FCP7 XML (xmeml) timeline → one row per sample time with the layout of 20 video tracks.
 
 The rules this follows are those of `docs/xmeml.md`: frame rates with NTSC, half-open
-`[start, end)` placement, `-1` edges resolved from the adjacent transition, keyframes read on
-the source axis (`when = in + f - T0`) and held beyond the keyed range, effects matched by
-`effectid`, `enabled` on tracks, clips and filters, and the top-level sequence only.
+`[start, end)` placement, `-1` edges resolved from the adjacent transition, the timeline's
+length as the later of `<duration>` and the last clip end, keyframes read on the source axis
+(`when = in + f - T0`) and held beyond the keyed range, effects matched by `effectid`,
+`enabled` on tracks, clips and filters, and the top-level sequence only.
 
 Bezier (`FCPCurve`) keyframes are interpolated linearly between keys.
 """
@@ -14,7 +15,7 @@ import dataclasses
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from urllib.parse import unquote
@@ -29,6 +30,7 @@ from xmlai_assets.timeline.schema import (
     CONTINUOUS_PARAMS,
     INACTIVE_VALUES,
     N_TRACKS,
+    PARAM_RANGES,
     TRACK_PARAMS,
     track_column,
 )
@@ -37,12 +39,18 @@ from xmlai_assets.timeline.xml import DEFAULT_MAX_BYTES, TimelineError, read_xme
 log = logging.getLogger(__name__)
 
 ITEM_TAGS = ("clipitem", "generatoritem", "transitionitem")
+CLIP_TAGS = ("clipitem", "generatoritem")
 
 # effectid -> {parameterid -> output parameter}; `center` fans out to x and y.
 LAYOUT_EFFECTS = {
     "basic": {"scale": "scale", "center": "center"},
     "crop": {"left": "crop_l", "right": "crop_r", "top": "crop_t", "bottom": "crop_b"},
 }
+
+# Bounds checked before anything is allocated, so a tiny file cannot ask for terabytes.
+DEFAULT_MAX_SECONDS = 24 * 3600  # the longest timeline accepted; `max_seconds` changes it
+TIMEBASE_RANGE = (1.0, 1000.0)  # frames per second a sequence or clip may declare
+MAX_FRAME = 2**40  # |start|, |end|, |in|, |when|: far past any real timecode, exact in a float
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,8 @@ class TimelineInfo:
     sequence_name: str
     sequence_id: str
     fps: Fraction
-    duration_frames: int
+    declared_duration_frames: int  # the sequence's <duration> as written (0 when absent)
+    length_frames: int  # the length used: the later of that and the last clip end
     width: int
     height: int
     n_video_tracks: int
@@ -86,13 +95,19 @@ class _Curve:
 
 @dataclass
 class _Clip:
+    """A clipitem or generatoritem with its placement resolved (`-1` edges included)."""
+
     element: etree._Element
-    kind: str
+    what: str
     start: int
     end: int
-    t0: int
+    t0: int  # the frame that plays the clip's `in`: its start, or its head transition's start
     in_frame: int
-    curves: dict[str, float | _Curve] = field(default_factory=dict)
+    enabled: bool
+    name: str
+    file: etree._Element | None  # the <file> child, possibly an empty reference
+    is_nest: bool
+    filters: list[etree._Element]
 
 
 class _Reader:
@@ -104,23 +119,38 @@ class _Reader:
         self.rules = rules
         self.warnings: list[str] = []
         self._by_id: dict[str, dict[str, etree._Element]] = {}
+        # files met in full while reading the tracks: most references resolve without a walk
+        self._seen: dict[tuple[str, str], etree._Element] = {}
         self._asset_classes: dict[tuple, int] = {}
+        self._source_sizes: dict[str, tuple[int, int]] = {}
 
-    def asset_class(
-        self, name: str, file_name: str, track: int, is_generator: bool, is_nest: bool
-    ) -> int:
-        """`classify_asset`, memoized per document (exports repeat the same clips often)."""
-        key = (name, file_name, track, is_generator, is_nest)
+    def clip_asset_class(self, clip: _Clip, track: int) -> int:
+        """`classify_asset` of a clip, memoized on what decides it: its name and its file
+        (exports repeat the same clips often)."""
+        ref = clip.file
+        key = (
+            clip.name,
+            "" if ref is None else ref.get("id"),
+            track,
+            clip.element.tag,
+            clip.is_nest,
+        )
         cls = self._asset_classes.get(key)
         if cls is None:
-            cls = self._asset_classes[key] = classify_asset(
-                name,
+            file = self.resolve(ref)
+            file_name = ""
+            if file is not None:
+                file_name = _text(file, "name") or unquote(_text(file, "pathurl") or "")
+            cls = classify_asset(
+                clip.name,
                 file_name,
                 track=track,
-                is_generator=is_generator,
-                is_nest=is_nest,
+                is_generator=clip.element.tag == "generatoritem",
+                is_nest=clip.is_nest,
                 rules=self.rules,
             )
+            if key[1] is not None:  # a file without an id cannot be told from another
+                self._asset_classes[key] = cls
         return cls
 
     def fail(self, reason: str) -> TimelineError:
@@ -147,9 +177,14 @@ class _Reader:
             raise self.fail(f"{what} has a non-finite <{tag}>: {text.strip()[:40]!r}")
         return value
 
-    def frame(self, el: etree._Element | dict, tag: str, *, what: str) -> int:
-        text = el.get(tag) if isinstance(el, dict) else el.findtext(tag)
-        value = self.to_number(text, tag, what=what)
+    def frame(self, text: str | None, tag: str, *, what: str, default: float | None = None) -> int:
+        """A whole frame number within `MAX_FRAME`."""
+        try:
+            value = int(text)  # the common case, without the float round trip
+        except (TypeError, ValueError):
+            value = self.to_number(text, tag, what=what, default=default)
+        if abs(value) > MAX_FRAME:
+            raise self.fail(f"{what} has <{tag}> {value:g}, beyond any timecode ({MAX_FRAME:g})")
         if value != int(value):
             raise self.fail(f"{what} has a fractional frame count in <{tag}>: {value}")
         return int(value)
@@ -159,8 +194,9 @@ class _Reader:
         if rate is None or rate.find("timebase") is None:
             return None
         timebase = self.number(rate, "timebase", what=f"{what} rate")
-        if timebase <= 0:
-            raise self.fail(f"{what} has a non-positive timebase {timebase}")
+        lo, hi = TIMEBASE_RANGE
+        if not lo <= timebase <= hi:
+            raise self.fail(f"{what} has timebase {timebase:g}, outside {lo:g}..{hi:g} fps")
         fps = Fraction(str(timebase)) if timebase != int(timebase) else Fraction(int(timebase))
         if (rate.findtext("ntsc") or "").strip().upper() == "TRUE":
             fps *= Fraction(1000, 1001)
@@ -168,20 +204,20 @@ class _Reader:
 
     # -- document structure --------------------------------------------------------------
     def top_sequence(self) -> etree._Element:
-        # A sequence inside a clipitem is a nest, not the timeline.
+        """The timeline's sequence: the top-level one, not nested inside a clip."""
+        sequences, nested_ids = [], set()
+        for el in self.root.iter("sequence"):
+            if el.getparent().tag in CLIP_TAGS:
+                nested_ids.add(el.get("id"))
+            if len(el):
+                sequences.append(el)
         candidates = [
-            s
-            for s in self.root.iter("sequence")
-            if len(s) and not any(a.tag in ("clipitem", "generatoritem") for a in s.iterancestors())
+            s for s in sequences if not any(a.tag in CLIP_TAGS for a in s.iterancestors())
         ]
         if not candidates:
             raise self.fail("document has no top-level <sequence>")
         if len(candidates) > 1:
-            nested_ids = {
-                s.get("id") for s in self.root.iter("sequence") if s.getparent().tag == "clipitem"
-            }
-            unused = [s for s in candidates if s.get("id") not in nested_ids]
-            candidates = unused or candidates
+            candidates = [s for s in candidates if s.get("id") not in nested_ids] or candidates
             names = [s.findtext("name") or s.get("id") or "?" for s in candidates]
             if len(candidates) > 1:
                 self.warnings.append(
@@ -189,45 +225,63 @@ class _Reader:
                 )
         return candidates[0]
 
-    def source_video_name(self) -> str:
-        for f in self.root.iter("file"):
-            url = f.findtext("pathurl")
-            if url and url.strip() and f.find("media/video") is not None:
-                name = unquote(url.strip()).replace("\\", "/").rsplit("/", 1)[-1]
+    def resolve(self, el: etree._Element | None) -> etree._Element | None:
+        """An element written in full, following an empty `<file id=.../>` style reference."""
+        if el is None or len(el):
+            return el
+        found = self._seen.get((el.tag, el.get("id")))
+        if found is not None:
+            return found
+        table = self._by_id.get(el.tag)
+        if table is None:  # built on first use: one pass over the document per tag
+            table = {}
+            for e in self.root.iter(el.tag):
+                if len(e) and e.get("id"):
+                    table.setdefault(e.get("id"), e)
+            self._by_id[el.tag] = table
+        return table.get(el.get("id"), el)
+
+    def source_video_name(self, video_tracks: list[etree._Element]) -> str:
+        """Stem of the file the first video clipitem plays (its pathurl, else its name)."""
+        for track in video_tracks:
+            for clip in track.iterchildren("clipitem"):
+                file = self.resolve(_child(clip, "file"))
+                if file is None:
+                    continue
+                url = (_text(file, "pathurl") or "").strip()
+                name = unquote(url).replace("\\", "/").rsplit("/", 1)[-1] if url else ""
+                name = name or (_text(file, "name") or "").strip()
                 stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
                 if stem:
                     return stem
         return "unknown"
 
-    def resolve(self, el: etree._Element | None) -> etree._Element | None:
-        """An element written in full, following an empty `<file id=.../>` style reference."""
-        if el is None or len(el):
-            return el
-        table = self._by_id.get(el.tag)
-        if table is None:  # built on first use: one pass over the document per tag
-            table = {e.get("id"): e for e in self.root.iter(el.tag) if len(e) and e.get("id")}
-            self._by_id[el.tag] = table
-        return table.get(el.get("id"), el)
-
     def source_size(self, clip: etree._Element, seq_size: tuple[int, int]) -> tuple[int, int]:
-        file = self.resolve(_child(clip, "file"))
+        ref = _child(clip, "file")
+        key = None if ref is None else ref.get("id")
+        if key is not None and key in self._source_sizes:
+            return self._source_sizes[key]
+        file = self.resolve(ref)
         if file is not None:
             chars = file.find("media/video/samplecharacteristics")
         else:
             nest = self.resolve(_child(clip, "sequence"))
             chars = None if nest is None else nest.find("media/video/format/samplecharacteristics")
-        if chars is None:
-            return seq_size
-        what = f"clip {clip.get('id') or clip.findtext('name')!r} source"
-        w = self.number(chars, "width", what=what, default=0)
-        h = self.number(chars, "height", what=what, default=0)
-        return (int(w), int(h)) if w > 0 and h > 0 else seq_size
+        size = seq_size
+        if chars is not None:
+            what = f"clip {clip.get('id') or clip.findtext('name')!r} source"
+            w = self.number(chars, "width", what=what, default=0)
+            h = self.number(chars, "height", what=what, default=0)
+            size = (int(w), int(h)) if w > 0 and h > 0 else seq_size
+        if key is not None:
+            self._source_sizes[key] = size
+        return size
 
     # -- effects -------------------------------------------------------------------------
-    def curves(self, clip: etree._Element, what: str) -> dict[str, float | _Curve]:
+    def curves(self, clip: _Clip) -> dict[str, float | _Curve]:
         """Layout parameters of a clip: a constant, or a keyframed curve on the source axis."""
         curves: dict[str, float | _Curve] = {}
-        for flt in clip.iterchildren("filter"):
+        for flt in clip.filters:
             if (_text(flt, "enabled") or "").strip().upper() == "FALSE":
                 continue
             effect = _child(flt, "effect")
@@ -240,7 +294,7 @@ class _Reader:
                 out = params.get((_text(p, "parameterid") or "").strip())
                 if out is None or any(k in curves for k in _outputs(out)):
                     continue  # the first enabled effect of a kind decides
-                curves.update(self.parameter(p, out, f"{what} parameter {out}"))
+                curves.update(self.parameter(p, out, f"{clip.what} parameter {out}"))
         return curves
 
     def parameter(self, p: etree._Element, out: str, what: str) -> dict[str, float | _Curve]:
@@ -253,7 +307,7 @@ class _Reader:
             return {"x": v[0], "y": v[1]} if out == "center" else {out: v}
         # keyframes decide; a static <value> beside them is ignored
         whens = np.array(
-            [self.to_number(_text(k, "when"), "when", what=f"{what} keyframe") for k in keys]
+            [self.frame_axis(_text(k, "when"), "when", what=f"{what} keyframe") for k in keys]
         )
         values = np.array([self.value(_child(k, "value"), out, what) for k in keys])
         order = np.argsort(whens, kind="stable")
@@ -261,6 +315,13 @@ class _Reader:
         if out == "center":
             return {"x": _Curve(whens, values[:, 0]), "y": _Curve(whens, values[:, 1])}
         return {out: _Curve(whens, values)}
+
+    def frame_axis(self, text: str | None, tag: str, *, what: str) -> float:
+        """A position on a frame axis that may be fractional (a keyframe's `when`)."""
+        value = self.to_number(text, tag, what=what)
+        if abs(value) > MAX_FRAME:
+            raise self.fail(f"{what} has <{tag}> {value:g}, beyond any timecode ({MAX_FRAME:g})")
+        return value
 
     def value(self, el: etree._Element | None, out: str, what: str) -> float | tuple[float, float]:
         if el is None:
@@ -284,10 +345,10 @@ class _Reader:
     def transition_cut(self, tr: etree._Element, what: str) -> tuple[int, int]:
         """(start, cut frame) of a transition: Premiere's cutPoint, else its alignment."""
         fields = _texts(tr, "start", "end", "cutPoint", "alignment")
-        start = self.frame(fields, "start", what=what)
-        end = self.frame(fields, "end", what=what)
+        start = self.frame(fields.get("start"), "start", what=what)
+        end = self.frame(fields.get("end"), "end", what=what)
         if "cutPoint" in fields:
-            return start, start + self.frame(fields, "cutPoint", what=what)
+            return start, start + self.frame(fields["cutPoint"], "cutPoint", what=what)
         alignment = (fields.get("alignment") or "center").strip().lower()
         if alignment in ("start", "start-black"):
             return start, start
@@ -295,38 +356,103 @@ class _Reader:
             return start, end
         return start, (start + end) // 2
 
-    def track_clips(self, track: etree._Element, n: int) -> list[_Clip]:
+    def track_clips(
+        self, track: etree._Element, label: str, *, warn: bool = True
+    ) -> tuple[list[_Clip], int | None]:
+        """The clips on a track with their edges resolved, disabled ones flagged, in XML order,
+        and the latest end any clip has (a `-1` end resolved; None without clips)."""
         items = [el for el in track if el.tag in ITEM_TAGS]
-        clips = []
+        cuts: dict[int, tuple[int, int]] = {}  # each transition's cut is computed once
+
+        def cut(i: int, what: str) -> tuple[int, int]:
+            if i not in cuts:
+                cuts[i] = self.transition_cut(items[i], what)
+            return cuts[i]
+
+        clips, last = [], None
         for i, el in enumerate(items):
             if el.tag == "transitionitem":
                 continue
-            fields = _texts(el, "enabled", "start", "end", "in", "name")
-            what = f"V{n} {el.tag} {el.get('id') or fields.get('name') or i + 1!r}"
-            if (fields.get("enabled") or "").strip().upper() == "FALSE":
-                continue
-            start = self.frame(fields, "start", what=what)
-            end = self.frame(fields, "end", what=what)
-            in_frame = int(self.to_number(fields.get("in"), "in", what=what, default=0))
+            fields: dict[str, etree._Element] = {}
+            filters = []
+            for child in el.iterchildren(*_CLIP_FIELDS):
+                if child.tag == "filter":
+                    filters.append(child)
+                elif child.tag not in fields:
+                    fields[child.tag] = child
+            texts = {tag: child.text for tag, child in fields.items()}
+            file = fields.get("file")
+            if file is not None and len(file) and file.get("id"):
+                self._seen.setdefault(("file", file.get("id")), file)
+            what = f"{label} {el.tag} {el.get('id') or texts.get('name') or i + 1!r}"
+            start = self.frame(texts.get("start"), "start", what=what)
+            end = self.frame(texts.get("end"), "end", what=what)
+            in_frame = self.frame(texts.get("in"), "in", what=what, default=0)
+            if end == -1:
+                if i + 1 == len(items) or items[i + 1].tag != "transitionitem":
+                    if warn:
+                        self.warnings.append(
+                            f"{what}: end is -1 with no transition after it; skipped"
+                        )
+                    continue
+                end = cut(i + 1, f"{what} tail transition")[1]
+            last = end if last is None else max(last, end)
             t0 = start
             if start == -1:
-                head = items[i - 1] if i > 0 else None
-                if head is None or head.tag != "transitionitem":
-                    self.warnings.append(
-                        f"{what}: start is -1 with no transition before it; skipped"
-                    )
+                if i == 0 or items[i - 1].tag != "transitionitem":
+                    if warn:
+                        self.warnings.append(
+                            f"{what}: start is -1 with no transition before it; skipped"
+                        )
                     continue
-                t0, start = self.transition_cut(head, f"{what} head transition")
-            if end == -1:
-                tail = items[i + 1] if i + 1 < len(items) else None
-                if tail is None or tail.tag != "transitionitem":
-                    self.warnings.append(f"{what}: end is -1 with no transition after it; skipped")
-                    continue
-                end = self.transition_cut(tail, f"{what} tail transition")[1]
+                t0, start = cut(i - 1, f"{what} head transition")
             if end <= start:
                 continue
-            clips.append(_Clip(el, el.tag, start, end, t0, in_frame, self.curves(el, what)))
-        return clips
+            enabled = (texts.get("enabled") or "").strip().upper() != "FALSE"
+            clips.append(
+                _Clip(
+                    el,
+                    what,
+                    start,
+                    end,
+                    t0,
+                    in_frame,
+                    enabled,
+                    name=texts.get("name") or "",
+                    file=file,
+                    is_nest="sequence" in fields,
+                    filters=filters,
+                )
+            )
+        return clips, last
+
+    def last_end(self, tracks: list[etree._Element], label: str) -> int | None:
+        """The latest end of any clip on `tracks`, as `track_clips` finds it: the written ends
+        and, for each `-1` end, the cut of the transition after it."""
+        try:
+            ends = [int(text) for track in tracks for text in _CLIP_ENDS(track)]
+            tails = (
+                next(clip.itersiblings(*ITEM_TAGS), None)
+                for track in tracks
+                for clip in _OPEN_ENDED_CLIPS(track)
+            )
+            cuts = [
+                self.transition_cut(tail, f"{label} transition")[1]
+                for tail in tails
+                if tail is not None and tail.tag == "transitionitem"
+            ]
+        except ValueError:  # not plain integers: the full reading names the problem
+            ends = [
+                self.track_clips(t, f"{label}{i}", warn=False)[1] for i, t in enumerate(tracks, 1)
+            ]
+            cuts = []
+        return max((end for end in ends + cuts if end is not None and end != -1), default=None)
+
+
+_CLIP_ENDS = etree.XPath("clipitem/end/text() | generatoritem/end/text()")
+_CLIP_FIELDS = ("enabled", "start", "end", "in", "name", "file", "sequence", "filter")
+# clips whose end lies under the transition after them
+_OPEN_ENDED_CLIPS = etree.XPath("clipitem[end = -1] | generatoritem[end = -1]")
 
 
 def _child(el: etree._Element, tag: str) -> etree._Element | None:
@@ -351,18 +477,36 @@ def _outputs(out: str) -> tuple[str, ...]:
     return ("x", "y") if out == "center" else (out,)
 
 
+def _enabled(el: etree._Element) -> bool:
+    return (_text(el, "enabled") or "").strip().upper() != "FALSE"
+
+
 def _constant_strings(n: int, value: str) -> pd.Categorical:
     # One category: cheaper to build than n Python strings, and written the same.
     return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
 
 
-def _sample_frames(n_frames: int, fps: Fraction, rate_hz: Fraction) -> np.ndarray:
-    """Frame shown at each t_k = k / rate_hz before the end, floor(t_k * fps), in exact integers."""
-    num = fps.numerator * rate_hz.denominator
-    den = fps.denominator * rate_hz.numerator
-    # t_k < n_frames / fps  <=>  k * num < n_frames * den
-    n_samples = -(-n_frames * den // num)
-    return (np.arange(n_samples, dtype=np.int64) * num) // den
+class _Samples:
+    """Sample k shows timeline frame floor(k * fps / rate_hz), in exact integers."""
+
+    def __init__(self, n_frames: int, fps: Fraction, rate_hz: Fraction) -> None:
+        self.num = fps.numerator * rate_hz.denominator
+        self.den = fps.denominator * rate_hz.numerator
+        self.rate_hz = rate_hz
+        # t_k < n_frames / fps  <=>  k * num < n_frames * den
+        self.n = self.first_at(n_frames)
+        self.frames = (np.arange(self.n, dtype=np.int64) * self.num) // self.den
+
+    def first_at(self, frame: int) -> int:
+        """The first sample showing `frame` or a later one: ceil(frame * den / num)."""
+        return -(-frame * self.den // self.num)
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Samples [lo, hi) that show frames in [start, end)."""
+        return (
+            min(max(self.first_at(start), 0), self.n),
+            min(max(self.first_at(end), 0), self.n),
+        )
 
 
 def parse_timeline_with_info(
@@ -370,12 +514,13 @@ def parse_timeline_with_info(
     *,
     sample_rate_hz: float = 10.0,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
     rules: AssetRules = ASSET_RULES,
 ) -> tuple[pd.DataFrame, TimelineInfo]:
     """Like `parse_timeline`, also returning what was learned about the timeline."""
     path = Path(path)
-    if not sample_rate_hz > 0:
-        raise ValueError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
+    if not 0 < sample_rate_hz <= TIMEBASE_RANGE[1]:
+        raise ValueError(f"sample_rate_hz must be in (0, {TIMEBASE_RANGE[1]:g}]: {sample_rate_hz}")
     rate_hz = Fraction(sample_rate_hz).limit_denominator(1_000_000)
     root = read_xmeml(path, max_bytes=max_bytes)
     reader = _Reader(path, root, rules)
@@ -388,10 +533,9 @@ def parse_timeline_with_info(
         fps = reader.rate(chars, what=seq_what)
     if fps is None:
         raise reader.fail(f"{seq_what} has no frame rate")
-    duration = reader.number(seq, "duration", what=seq_what)
-    if duration <= 0:
-        raise reader.fail(f"{seq_what} has a non-positive duration ({duration:g} frames)")
-    n_frames = int(np.ceil(duration))
+    declared = reader.frame_axis(seq.findtext("duration") or "0", "duration", what=seq_what)
+    if declared < 0:
+        raise reader.fail(f"{seq_what} has a negative duration ({declared:g} frames)")
     width = height = 0
     if chars is not None:
         width = int(reader.number(chars, "width", what=f"{seq_what} format", default=0))
@@ -400,35 +544,74 @@ def parse_timeline_with_info(
         reader.warnings.append(f"{seq_what} has no frame size; assuming 1920x1080")
         width, height = 1920, 1080
 
-    frames = _sample_frames(n_frames, fps, rate_hz)
-    source_name = reader.source_video_name()
-    n = len(frames)
-    columns: dict[str, np.ndarray] = {
+    video_tracks = seq.findall("media/video/track")
+    video = [reader.track_clips(t, f"V{i}") for i, t in enumerate(video_tracks, start=1)]
+    video_end = max((end for _, end in video if end is not None), default=None)
+    audio_end = reader.last_end(seq.findall("media/audio/track"), "A")
+    declared_frames = math.ceil(declared)
+    if video_end is None and audio_end is None:
+        if declared_frames == 0:
+            raise reader.fail(f"{seq_what} has no clips and no duration: there is no timeline")
+        reader.warnings.append(f"{seq_what} has no clips: every row is inactive")
+    elif video_end is None:
+        reader.warnings.append(f"{seq_what} has audio but no video clips: every row is inactive")
+    length = max(declared_frames, video_end or 0, audio_end or 0)
+    if length / fps > max_seconds:
+        raise reader.fail(
+            f"{seq_what} is {float(length / fps) / 3600:.1f} h long ({length} frames at "
+            f"{float(fps):g} fps), above the {max_seconds / 3600:g} h limit"
+        )
+    dropped = [
+        f"V{i} ({len(clips)} clips)"
+        for i, (clips, _) in enumerate(video[N_TRACKS:], start=N_TRACKS + 1)
+    ]
+    if dropped:
+        log.warning("%s: keeps V1..V%d, drops %s", path, N_TRACKS, ", ".join(dropped))
+
+    samples = _Samples(length, fps, rate_hz)
+    n = samples.n
+    source_name = reader.source_video_name(video_tracks)
+    columns: dict[str, object] = {
         "video_id": _constant_strings(n, path.stem),
         "source_video_name": _constant_strings(n, source_name),
         "time": np.arange(n, dtype=np.float64) * rate_hz.denominator / rate_hz.numerator,
     }
-    tracks = seq.findall("media/video/track")
-    dropped = []
-    for index, track in enumerate(tracks[N_TRACKS:], start=N_TRACKS + 1):
-        count = sum(1 for el in track if el.tag in ("clipitem", "generatoritem"))
-        dropped.append(f"V{index} ({count} clips)")
-    if dropped:
-        log.warning("%s: keeps V1..V%d, drops %s", path, N_TRACKS, ", ".join(dropped))
-
-    # Two allocations for all 20 tracks (one per dtype); each column is a contiguous row view.
-    n_cont = len(CONTINUOUS_PARAMS)
-    ints = np.zeros((N_TRACKS, 2, n), dtype=np.int8)
-    floats = np.empty((N_TRACKS, n_cont, n), dtype=np.float64)
-    floats[:] = np.array([INACTIVE_VALUES[p] for p in CONTINUOUS_PARAMS])[None, :, None]
-    for n_track in range(1, N_TRACKS + 1):
-        values = {"active": ints[n_track - 1, 0], "asset": ints[n_track - 1, 1]}
-        values.update(zip(CONTINUOUS_PARAMS, floats[n_track - 1], strict=True))
-        track = tracks[n_track - 1] if n_track <= len(tracks) else None
-        if track is not None and (_text(track, "enabled") or "").strip().upper() != "FALSE":
-            _paint_track(reader, track, n_track, frames, values, (width, height))
+    shown = [  # the enabled clips of each enabled track, V1..V20
+        [c for c in clips if c.enabled] if _enabled(track) else []
+        for (clips, _), track in zip(video[:N_TRACKS], video_tracks, strict=False)
+    ]
+    paints = [
+        _plan_track(reader, clips, i, samples, (width, height)) for i, clips in enumerate(shown, 1)
+    ]
+    paints += [[]] * (N_TRACKS - len(paints))
+    # A few large blocks instead of an array per column: row 0 of each holds the inactive
+    # values that every column nothing writes to shares (read-only); each track with clips
+    # gets rows for `active`, `asset` and the parameters its clips set. Memory follows what the
+    # timeline holds.
+    used = [sorted({p for paint in track for p in paint.values}) for track in paints]
+    n_painted = sum(1 for track in paints if track)
+    ints = np.zeros((1 + n_painted, 2, n), dtype=np.int8)
+    floats = np.empty((len(CONTINUOUS_PARAMS) + sum(map(len, used)), n), dtype=np.float64)
+    inactive = dict(zip(CONTINUOUS_PARAMS, floats, strict=False))
+    row, k = len(CONTINUOUS_PARAMS), 0
+    for i, track in enumerate(paints):
+        values = {"active": ints[0, 0], "asset": ints[0, 1], **inactive}
+        if track:
+            k += 1
+            values.update(active=ints[k, 0], asset=ints[k, 1])
+            for p in used[i]:
+                values[p] = floats[row]
+                row += 1
+        for p in CONTINUOUS_PARAMS:
+            if values[p] is not inactive[p]:
+                values[p][:] = INACTIVE_VALUES[p]
+        _paint_track(track, values)
         for p in TRACK_PARAMS:
-            columns[track_column(n_track, p)] = values[p]
+            columns[track_column(i + 1, p)] = values[p]
+    for p, array in inactive.items():
+        array[:] = INACTIVE_VALUES[p]
+    for array in (*inactive.values(), ints[0, 0], ints[0, 1]):
+        array.flags.writeable = False
 
     df = pd.DataFrame(columns, columns=list(COLUMNS), copy=False)
     info = TimelineInfo(
@@ -437,10 +620,11 @@ def parse_timeline_with_info(
         sequence_name=seq.findtext("name") or "",
         sequence_id=seq.get("id") or "",
         fps=fps,
-        duration_frames=n_frames,
+        declared_duration_frames=declared_frames,
+        length_frames=length,
         width=width,
         height=height,
-        n_video_tracks=len(tracks),
+        n_video_tracks=len(video_tracks),
         n_rows=n,
         dropped_tracks=tuple(dropped),
         warnings=tuple(reader.warnings),
@@ -448,53 +632,68 @@ def parse_timeline_with_info(
     return df, info
 
 
-def _paint_track(
+@dataclass
+class _Paint:
+    """What one clip writes: samples [lo, hi), its asset class and its parameter values."""
+
+    lo: int
+    hi: int
+    asset: int
+    values: dict[str, float | np.ndarray]
+
+
+def _plan_track(
     reader: _Reader,
-    track: etree._Element,
+    clips: list[_Clip],
     n_track: int,
-    frames: np.ndarray,
-    values: dict[str, np.ndarray],
+    samples: _Samples,
     seq_size: tuple[int, int],
-) -> None:
-    """Write each enabled clip's parameters into the samples it covers (later clips win)."""
-    for clip in reader.track_clips(track, n_track):
-        lo, hi = np.searchsorted(frames, (clip.start, clip.end), side="left")
+) -> list[_Paint]:
+    """The values each enabled clip of a track writes, checked against the schema's ranges."""
+    paints = []
+    for clip in clips:
+        lo, hi = samples.span(clip.start, clip.end)
         if lo == hi:
             continue
-        el = clip.element
-        file = reader.resolve(_child(el, "file"))
-        file_name = ""
-        if file is not None:
-            file_name = file.findtext("name") or unquote(file.findtext("pathurl") or "")
-        # Clips on a track do not overlap in a valid export; where they do, the later one wins.
-        overlaps = bool(values["active"][lo:hi].any())
-        values["active"][lo:hi] = 1
-        values["asset"][lo:hi] = reader.asset_class(
-            _text(el, "name") or "",
-            file_name,
-            n_track,
-            clip.kind == "generatoritem",
-            _child(el, "sequence") is not None,
-        )
+        values: dict[str, float | np.ndarray] = {}
         source_frames = None
-        src_size = None
-        for p in TRACK_PARAMS[2:]:
-            curve = clip.curves.get(p)
-            if curve is None:
-                if overlaps:
-                    values[p][lo:hi] = INACTIVE_VALUES[p]
-                continue
+        for p, curve in reader.curves(clip).items():
             if isinstance(curve, _Curve):
                 if source_frames is None:  # timeline frame f reads the curve at in + (f - T0)
-                    source_frames = frames[lo:hi] - clip.t0 + clip.in_frame
+                    source_frames = samples.frames[lo:hi] - clip.t0 + clip.in_frame
                 v = curve.at(source_frames)
             else:
                 v = curve
             if p in ("x", "y"):  # Premiere normalizes center by the source size, not the sequence's
-                src_size = src_size or reader.source_size(el, seq_size)
                 axis = 0 if p == "x" else 1
-                v = v * (src_size[axis] / seq_size[axis])
+                v = v * (reader.source_size(clip.element, seq_size)[axis] / seq_size[axis])
+            low, high = PARAM_RANGES[p]
+            if not (low <= np.min(v) and np.max(v) <= high):  # False for NaN too
+                raise reader.fail(
+                    f"{clip.what}: {p} reaches {np.max(v) if np.max(v) > high else np.min(v):g}, "
+                    f"outside {low:g}..{high:g}"
+                )
+            values[p] = v
+        paints.append(_Paint(lo, hi, reader.clip_asset_class(clip, n_track), values))
+    return paints
+
+
+def _paint_track(paints: list[_Paint], values: dict[str, np.ndarray]) -> None:
+    """Write each clip's values into the samples it covers; where clips overlap (never in a
+    valid export) the later one wins, and a parameter it does not set is reset."""
+    written = {p for paint in paints for p in paint.values}
+    painted_to = 0
+    for paint in paints:
+        lo, hi = paint.lo, paint.hi
+        overlaps = lo < painted_to and bool(values["active"][lo:hi].any())
+        painted_to = max(painted_to, hi)
+        values["active"][lo:hi] = 1
+        values["asset"][lo:hi] = paint.asset
+        for p, v in paint.values.items():
             values[p][lo:hi] = v
+        if overlaps:
+            for p in written.difference(paint.values):
+                values[p][lo:hi] = INACTIVE_VALUES[p]
 
 
 def parse_timeline(
@@ -502,15 +701,22 @@ def parse_timeline(
     *,
     sample_rate_hz: float = 10.0,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
     rules: AssetRules = ASSET_RULES,
 ) -> pd.DataFrame:
     """Parse an FCP7 XML timeline into one row per sample time (183 columns, see `schema`).
 
+    The timeline runs to the later of the sequence's `<duration>` and its last clip end.
     Raises `TimelineError` (naming the file and the reason) for anything that is not a
-    readable, safe xmeml timeline. The frame's `attrs["timeline"]` holds `TimelineInfo.as_dict()`.
+    readable, safe xmeml timeline, or one longer than `max_seconds`. The frame's
+    `attrs["timeline"]` holds `TimelineInfo.as_dict()`.
     """
     df, info = parse_timeline_with_info(
-        path, sample_rate_hz=sample_rate_hz, max_bytes=max_bytes, rules=rules
+        path,
+        sample_rate_hz=sample_rate_hz,
+        max_bytes=max_bytes,
+        max_seconds=max_seconds,
+        rules=rules,
     )
     df.attrs["timeline"] = info.as_dict()
     return df

@@ -21,6 +21,23 @@ INACTIVE_VALUES = {
 }
 
 
+# Allowed range of each parameter, inclusive. A timeline with a value outside is refused at
+# ingest (with the track, time and value), and the master CSV's check holds the same ranges.
+# scale: Premiere's slider stops at 10,000 %; x/y: a centre a hundred frames off-screen is no
+# layout.
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "active": (0, 1),
+    "asset": (0, 9),
+    "scale": (0.0, 10_000.0),
+    "x": (-100.0, 100.0),
+    "y": (-100.0, 100.0),
+    "crop_l": (0.0, 100.0),
+    "crop_r": (0.0, 100.0),
+    "crop_t": (0.0, 100.0),
+    "crop_b": (0.0, 100.0),
+}
+
+
 def track_column(track: int, param: str) -> str:
     """Column name of one parameter of video track `track` (1-based)."""
     return f"target_v{track}_{param}"

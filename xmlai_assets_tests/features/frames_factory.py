@@ -15,8 +15,8 @@ from xmlai_assets.timeline.tables import frames_to_table, write_csv
 # Plausible ranges of the continuous values on an active track.
 ACTIVE_RANGES = {
     "scale": (10.0, 300.0),
-    "x": (-960.0, 960.0),
-    "y": (-540.0, 540.0),
+    "x": (-1.5, 1.5),
+    "y": (-1.5, 1.5),
     "crop_l": (0.0, 60.0),
     "crop_r": (0.0, 60.0),
     "crop_t": (0.0, 60.0),

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xmlai_assets_tests.timeline.xmeml_builder import clip, document, track
+from xmlai_assets_tests.timeline.xmeml_builder import (
+    center,
+    clip,
+    crop,
+    document,
+    motion,
+    param,
+    track,
+)
 
 SECRET = "TOP-SECRET-CONTENT-FROM-OUTSIDE"
 
@@ -39,11 +47,46 @@ def hostile_files(folder: Path) -> dict[str, str]:
         "empty.xml": (b"", "empty"),
         "negative_duration.xml": (
             good.replace("<duration>10</duration>", "<duration>-5</duration>"),
-            "non-positive duration",
+            "negative duration",
         ),
-        "zero_duration.xml": (
-            good.replace("<duration>10</duration>", "<duration>0</duration>"),
-            "non-positive duration",
+        "no_clips_no_duration.xml": (
+            document(track(), duration=0),
+            "no clips and no duration",
+        ),
+        # Tiny files that ask for huge tables or overflow: refused before anything is allocated
+        "huge_duration.xml": (
+            good.replace("<duration>10</duration>", "<duration>1e15</duration>"),
+            "beyond any timecode",
+        ),
+        "day_long.xml": (
+            good.replace("<duration>10</duration>", "<duration>900000000</duration>"),
+            "above the 24 h limit",
+        ),
+        "tiny_timebase.xml": (good.replace("<timebase>10<", "<timebase>1e-9<"), "timebase"),
+        "huge_timebase.xml": (good.replace("<timebase>10<", "<timebase>1e308<"), "timebase"),
+        "huge_in_on_keyframes.xml": (
+            document(
+                track(clip(0, 10, motion(param("scale", keys=[(0, 50), (9, 60)])), in_=0)),
+                duration=10,
+            ).replace("<in>0</in>", "<in>1e300</in>"),
+            "beyond any timecode",
+        ),
+        "huge_clip_end.xml": (
+            document(track(clip(0, 10**11)), duration=10),
+            "above the 24 h limit",
+        ),
+        # Values outside the schema's ranges refuse the file, not the master for everyone
+        "crop_150.xml": (
+            document(track(clip(0, 10, crop(left=150))), duration=10),
+            "crop_l reaches 150, outside 0..100",
+        ),
+        "scale_1e308.xml": (
+            document(track(clip(0, 10, motion(param("scale", 1e308)))), duration=10),
+            "scale reaches 1e+308",
+        ),
+        "centre_off_by_a_mile.xml": (
+            document(track(clip(0, 10, motion(center(1e6, 0)))), duration=10),
+            "x reaches 1e+06",
         ),
         "non_numeric_timing.xml": (
             good.replace("<start>0</start>", "<start>ten</start>"),

@@ -1,9 +1,18 @@
-"""Real third-party exports (provenance in ../shared/external_xml/SOURCES.md)."""
+"""Real third-party exports (provenance in ../shared/external_xml/SOURCES.md).
+
+`active` and the row count are checked against a small reading of the XML written here with the
+standard library, independent of the parser: enabled tracks and clips, `-1` edges from the
+adjacent transition, NTSC rates, and the timeline's length as the later of `<duration>` and the
+last clip end on any track.
+"""
+
+import xml.etree.ElementTree as ET
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from xmlai_assets.timeline import COLUMNS, parse_timeline, parse_timeline_with_info
+from xmlai_assets.timeline import COLUMNS, parse_timeline, parse_timeline_with_info, track_column
 
 FILES = [
     "Adobe Premiere CC Prg6.xml",
@@ -14,17 +23,105 @@ FILES = [
     "test_XML_export_filtered_premiere.xml",
     "test_XML_export_resolve.xml",
 ]
+ITEMS = ("clipitem", "generatoritem", "transitionitem")
+
+
+def _off(el) -> bool:
+    return (el.findtext("enabled") or "").strip().upper() == "FALSE"
+
+
+def _cut(tr) -> int:
+    start, end = int(tr.findtext("start")), int(tr.findtext("end"))
+    if tr.find("cutPoint") is not None:
+        return start + int(tr.findtext("cutPoint"))
+    alignment = (tr.findtext("alignment") or "center").strip().lower()
+    return {"start": start, "start-black": start, "end": end, "end-black": end}.get(
+        alignment, (start + end) // 2
+    )
+
+
+def _clips(track) -> list[tuple[int | None, int | None, bool]]:
+    """(start, end, enabled) of each clip, a -1 edge taken from the transition beside it
+    (None when there is none)."""
+    items = [el for el in track if el.tag in ITEMS]
+    out = []
+    for i, el in enumerate(items):
+        if el.tag == "transitionitem":
+            continue
+        start, end = int(el.findtext("start")), int(el.findtext("end"))
+        if start == -1:
+            start = _cut(items[i - 1]) if i and items[i - 1].tag == "transitionitem" else None
+        if end == -1:
+            after = items[i + 1] if i + 1 < len(items) else None
+            end = _cut(after) if after is not None and after.tag == "transitionitem" else None
+        out.append((start, end, not _off(el)))
+    return out
+
+
+def independent_reading(path, rate_hz: int = 10) -> tuple[int, dict[int, np.ndarray]]:
+    """(row count, {track: active per row}) of a file's top-level sequence."""
+    root = ET.parse(path).getroot()
+    parents = {child: parent for parent in root.iter() for child in parent}
+
+    def nested(el) -> bool:
+        while el in parents:
+            el = parents[el]
+            if el.tag in ("clipitem", "generatoritem"):
+                return True
+        return False
+
+    seq = next(s for s in root.iter("sequence") if len(s) and not nested(s))
+    fps = Fraction(int(seq.findtext("rate/timebase")))
+    if seq.findtext("rate/ntsc", "").strip().upper() == "TRUE":
+        fps *= Fraction(1000, 1001)
+    video = seq.findall("media/video/track")
+    audio = seq.findall("media/audio/track")
+    ends = [end for t in video + audio for _, end, _ in _clips(t) if end is not None]
+    length = max([int(seq.findtext("duration") or 0), *ends])
+    rows = 0
+    while Fraction(rows, rate_hz) < Fraction(length) / fps:
+        rows += 1
+    frames = np.array([int(Fraction(k, rate_hz) * fps) for k in range(rows)])
+    active = {}
+    for n, track in enumerate(video[:20], start=1):
+        on = np.zeros(rows, dtype=bool)
+        if not _off(track):
+            for start, end, enabled in _clips(track):
+                if enabled and start is not None and end is not None:
+                    on |= (frames >= start) & (frames < end)
+        active[n] = on
+    return rows, active
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_every_real_export_parses(external_xml, name):
+def test_every_real_export_is_read_whole(external_xml, name):
     df, info = parse_timeline_with_info(external_xml / name)
+    rows, active = independent_reading(external_xml / name)
     assert list(df.columns) == list(COLUMNS)
-    assert len(df) == int(np.ceil(info.duration_frames / float(info.fps) * 10 - 1e-9))
+    assert len(df) == rows == info.n_rows
+    assert info.length_frames >= info.declared_duration_frames
+    for n in range(1, 21):
+        want = active.get(n, np.zeros(rows, dtype=bool))
+        np.testing.assert_array_equal(df[track_column(n, "active")].to_numpy() == 1, want, f"V{n}")
     values = df.iloc[:, 3:].to_numpy(dtype=float)
     assert np.isfinite(values).all()
     assert df.filter(like="_asset").isin(range(10)).all().all()
     assert df.filter(like="_active").to_numpy().sum() > 0
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_real_export_names_its_source_video(external_xml, name):
+    df, info = parse_timeline_with_info(external_xml / name)
+    assert info.source_video_name not in ("", "unknown")
+    assert (df["source_video_name"] == info.source_video_name).all()
+
+
+def test_premiere_example_runs_to_its_last_clip_not_its_declared_duration(external_xml):
+    # <duration>636</duration>, but clips run to frame 1258 at 30 fps: 420 rows at 10 Hz
+    _, info = parse_timeline_with_info(external_xml / "premiere_example.xml")
+    assert info.declared_duration_frames == 636
+    assert info.length_frames == 1258
+    assert info.n_rows == 420
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,23 @@ def test_parsed_timeline_equals_the_generators_truth(tmp_path, seed, secs, rate)
 
 
 @SETTINGS
+@given(seed=seeds, secs=seconds, declared=st.sampled_from(["zero", "short", "long"]))
+def test_length_is_the_later_of_the_declared_duration_and_the_last_clip(
+    tmp_path, seed, secs, declared
+):
+    tl = generate_timeline(seed, seconds=secs)
+    last_end = max(c.end for c in tl.clips)
+    tl.declared_duration = {"zero": 0, "short": last_end // 3, "long": last_end + 97}[declared]
+    got = parse_timeline(tl.write(tmp_path))
+    want = tl.truth()
+    assert got.attrs["timeline"]["length_frames"] == max(tl.declared_duration, last_end)
+    assert len(got) == len(want)
+    for t in range(1, 21):  # every clip's samples are there
+        c = track_column(t, "active")
+        np.testing.assert_array_equal(got[c], want[c], err_msg=f"{tl.name} {c}")
+
+
+@SETTINGS
 @given(seed=seeds)
 def test_keyframed_ramps_are_linear_between_their_keys(tmp_path, seed):
     from xmlai_assets.synth import Ramp

@@ -7,7 +7,12 @@ shows frame k.
 import numpy as np
 import pytest
 
-from xmlai_assets.timeline import COLUMNS, parse_timeline, parse_timeline_with_info
+from xmlai_assets.timeline import (
+    COLUMNS,
+    TimelineError,
+    parse_timeline,
+    parse_timeline_with_info,
+)
 from xmlai_assets_tests.timeline.xmeml_builder import (
     center,
     clip,
@@ -295,6 +300,84 @@ def test_source_video_name_is_the_first_video_files_decoded_stem(tmp_path):
     assert df["source_video_name"].iloc[0] == "Clip #4 Høst"
     nofile = parse(tmp_path, track(clip(0, 10, tag="generatoritem", file_xml="")), duration=10)
     assert nofile["source_video_name"].iloc[0] == "unknown"
+
+
+def test_source_video_needs_no_media_child_and_follows_file_references(tmp_path):
+    # FCP7 and xmeml v3/v4 describe a file without <media>; the track says it is video.
+    # The first video clipitem plays a reference to a file written in full on an audio track.
+    full = file("f9", "a.wav", size=None, path="file://localhost/Media/Interview%2001.mov")
+    video = track(clip(0, 10, file_xml=file("f9", ref=True)))
+    audio = track(clip(0, 10, file_xml=full))
+    text = document(video, duration=10, audio=(audio,))
+    _, info = parse_timeline_with_info(write(tmp_path, text))
+    assert info.source_video_name == "Interview 01"
+
+
+# -- the timeline's length (mistake 8) ------------------------------------------------------------
+
+
+def test_zero_duration_with_clips_runs_to_the_last_clip(tmp_path):
+    df, info = parse_timeline_with_info(
+        write(tmp_path, document(track(clip(0, 40)), track(clip(20, 70)), duration=0))
+    )
+    assert (info.declared_duration_frames, info.length_frames, len(df)) == (0, 70, 70)
+    assert col(df, 2, "active")[20:70].all()
+
+
+def test_duration_shorter_than_the_clips_loses_no_sample(tmp_path):
+    df, info = parse_timeline_with_info(write(tmp_path, document(track(clip(0, 90)), duration=30)))
+    assert (info.declared_duration_frames, info.length_frames, len(df)) == (30, 90, 90)
+    assert col(df, 1, "active").all()
+
+
+def test_duration_longer_than_the_clips_gives_trailing_empty_rows(tmp_path):
+    df, info = parse_timeline_with_info(write(tmp_path, document(track(clip(0, 10)), duration=25)))
+    assert (info.length_frames, len(df)) == (25, 25)
+    assert col(df, 1, "active").tolist() == [1] * 10 + [0] * 15
+    assert not info.warnings
+
+
+def test_a_clip_ending_under_a_final_transition_sets_the_length(tmp_path):
+    # the clip's end is -1; the fade to black after it ends at 60 (alignment end-black)
+    a = clip(0, -1)
+    df, info = parse_timeline_with_info(
+        write(tmp_path, document(track(a, transition(50, 60, alignment="end-black")), duration=5))
+    )
+    assert info.length_frames == 60 and len(df) == 60
+    assert col(df, 1, "active").all()
+
+
+def test_audio_clips_count_towards_the_length(tmp_path):
+    audio = track(clip(0, 120, name="music.wav"))
+    df, info = parse_timeline_with_info(
+        write(tmp_path, document(track(clip(0, 30)), duration=30, audio=(audio,)))
+    )
+    assert info.length_frames == 120 and len(df) == 120
+    assert col(df, 1, "active").tolist() == [1] * 30 + [0] * 90
+
+
+def test_audio_only_timeline_gives_inactive_rows_and_says_so(tmp_path):
+    audio = track(clip(0, 50, name="voice.wav"))
+    df, info = parse_timeline_with_info(
+        write(tmp_path, document(track(), duration=0, audio=(audio,)))
+    )
+    assert len(df) == 50
+    assert not df.filter(like="_active").to_numpy().any()
+    assert any("audio but no video clips" in w for w in info.warnings)
+
+
+def test_no_clips_but_a_duration_gives_inactive_rows_and_says_so(tmp_path):
+    df, info = parse_timeline_with_info(write(tmp_path, document(track(), duration=20)))
+    assert len(df) == 20 and not df.filter(like="_active").to_numpy().any()
+    assert any("has no clips" in w for w in info.warnings)
+
+
+def test_a_longer_limit_admits_a_longer_timeline(tmp_path):
+    path = write(tmp_path, document(track(clip(0, 10)), duration=40 * 3600 * 10))
+    with pytest.raises(TimelineError, match="above the 24 h limit"):
+        parse_timeline(path)
+    _, info = parse_timeline_with_info(path, sample_rate_hz=0.01, max_seconds=48 * 3600)
+    assert info.length_frames == 40 * 3600 * 10
 
 
 # -- asset classes (mistake 7) --------------------------------------------------------------------

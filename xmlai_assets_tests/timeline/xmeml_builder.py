@@ -58,7 +58,10 @@ def file(
     name: str = "clip.mov",
     size: tuple[int, int] | None = (1920, 1080),
     path: str | None = None,
+    ref: bool = False,
 ) -> str:
+    if ref:  # a later occurrence: an empty reference to the file written in full before
+        return f'<file id="{fid}"/>'
     chars = ""
     if size:
         chars = (
@@ -111,12 +114,14 @@ def sequence(
     size: tuple[int, int] = (1920, 1080),
     name: str = "Sequence",
     seq_rate: bool = True,
+    audio: tuple[str, ...] = (),
 ) -> str:
     return (
         f"<sequence id='seq-{name}'><name>{name}</name><duration>{duration}</duration>"
         f"{rate(timebase, ntsc) if seq_rate else ''}<media><video><format><samplecharacteristics>"
         f"{rate(timebase, ntsc)}<width>{size[0]}</width><height>{size[1]}</height>"
-        f"</samplecharacteristics></format>{''.join(tracks)}</video></media></sequence>"
+        f"</samplecharacteristics></format>{''.join(tracks)}</video>"
+        f"<audio>{''.join(audio)}</audio></media></sequence>"
     )
 
 
