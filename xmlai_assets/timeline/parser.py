@@ -26,7 +26,6 @@ from lxml import etree
 
 from xmlai_assets.timeline.asset_classes import ASSET_RULES, AssetRules, classify_asset
 from xmlai_assets.timeline.schema import (
-    COLUMNS,
     CONTINUOUS_PARAMS,
     INACTIVE_VALUES,
     N_TRACKS,
@@ -81,7 +80,7 @@ class TimelineInfo:
         return out
 
 
-@dataclass
+@dataclass(slots=True)
 class _Curve:
     """A keyframed parameter on the source axis (a constant is stored as a plain float)."""
 
@@ -93,7 +92,7 @@ class _Curve:
         return np.interp(source_frames, self.whens, self.values)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Clip:
     """A clipitem or generatoritem with its placement resolved (`-1` edges included)."""
 
@@ -205,18 +204,23 @@ class _Reader:
     # -- document structure --------------------------------------------------------------
     def top_sequence(self) -> etree._Element:
         """The timeline's sequence: the top-level one, not nested inside a clip."""
-        sequences, nested_ids = [], set()
-        for el in self.root.iter("sequence"):
-            if el.getparent().tag in CLIP_TAGS:
-                nested_ids.add(el.get("id"))
-            if len(el):
-                sequences.append(el)
-        candidates = [
-            s for s in sequences if not any(a.tag in CLIP_TAGS for a in s.iterancestors())
-        ]
+        # Walk the document around the sequences, never into one or into a clip (where a
+        # sequence is a nest): exports put the timeline near the root, so this visits little.
+        candidates, stack = [], [self.root]
+        while stack:
+            for el in stack.pop().iterchildren(tag=etree.Element):
+                if el.tag == "sequence":
+                    if len(el):
+                        candidates.append(el)
+                elif el.tag not in CLIP_TAGS:
+                    stack.append(el)
         if not candidates:
             raise self.fail("document has no top-level <sequence>")
         if len(candidates) > 1:
+            candidates.sort(key=lambda s: self._document_order(s))
+            nested_ids = {
+                s.get("id") for s in self.root.iter("sequence") if s.getparent().tag in CLIP_TAGS
+            }
             candidates = [s for s in candidates if s.get("id") not in nested_ids] or candidates
             names = [s.findtext("name") or s.get("id") or "?" for s in candidates]
             if len(candidates) > 1:
@@ -224,6 +228,14 @@ class _Reader:
                     f"{len(candidates)} top-level sequences {names}; using the first, {names[0]!r}"
                 )
         return candidates[0]
+
+    def _document_order(self, el: etree._Element) -> list[int]:
+        """A sort key that puts elements in document order: their child indexes from the root."""
+        path = []
+        while (parent := el.getparent()) is not None:
+            path.append(parent.index(el))
+            el = parent
+        return path[::-1]
 
     def resolve(self, el: etree._Element | None) -> etree._Element | None:
         """An element written in full, following an empty `<file id=.../>` style reference."""
@@ -287,20 +299,24 @@ class _Reader:
             effect = _child(flt, "effect")
             if effect is None:
                 continue
-            params = LAYOUT_EFFECTS.get((_text(effect, "effectid") or "").strip())
+            params = LAYOUT_EFFECTS.get((_first_text(effect, "effectid") or "").strip())
             if params is None:
                 continue
             for p in effect.iterchildren("parameter"):
-                out = params.get((_text(p, "parameterid") or "").strip())
+                out = params.get((_first_text(p, "parameterid") or "").strip())
                 if out is None or any(k in curves for k in _outputs(out)):
                     continue  # the first enabled effect of a kind decides
                 curves.update(self.parameter(p, out, f"{clip.what} parameter {out}"))
         return curves
 
     def parameter(self, p: etree._Element, out: str, what: str) -> dict[str, float | _Curve]:
-        keys = list(p.iterchildren("keyframe"))
+        value, keys = None, []
+        for child in p.iterchildren("value", "keyframe"):
+            if child.tag == "keyframe":
+                keys.append(child)
+            elif value is None:
+                value = child
         if not keys:
-            value = _child(p, "value")
             if value is None:
                 return {}
             v = self.value(value, out, what)
@@ -364,9 +380,9 @@ class _Reader:
         items = [el for el in track if el.tag in ITEM_TAGS]
         cuts: dict[int, tuple[int, int]] = {}  # each transition's cut is computed once
 
-        def cut(i: int, what: str) -> tuple[int, int]:
+        def cut(i: int, clip_what: str, side: str) -> tuple[int, int]:
             if i not in cuts:
-                cuts[i] = self.transition_cut(items[i], what)
+                cuts[i] = self.transition_cut(items[i], f"{clip_what} {side} transition")
             return cuts[i]
 
         clips, last = [], None
@@ -380,7 +396,7 @@ class _Reader:
                     filters.append(child)
                 elif child.tag not in fields:
                     fields[child.tag] = child
-            texts = {tag: child.text for tag, child in fields.items()}
+            texts = {tag: fields[tag].text for tag in _CLIP_TEXTS if tag in fields}
             file = fields.get("file")
             if file is not None and len(file) and file.get("id"):
                 self._seen.setdefault(("file", file.get("id")), file)
@@ -395,7 +411,7 @@ class _Reader:
                             f"{what}: end is -1 with no transition after it; skipped"
                         )
                     continue
-                end = cut(i + 1, f"{what} tail transition")[1]
+                end = cut(i + 1, what, "tail")[1]
             last = end if last is None else max(last, end)
             t0 = start
             if start == -1:
@@ -405,7 +421,7 @@ class _Reader:
                             f"{what}: start is -1 with no transition before it; skipped"
                         )
                     continue
-                t0, start = cut(i - 1, f"{what} head transition")
+                t0, start = cut(i - 1, what, "head")
             if end <= start:
                 continue
             enabled = (texts.get("enabled") or "").strip().upper() != "FALSE"
@@ -426,15 +442,17 @@ class _Reader:
             )
         return clips, last
 
-    def last_end(self, tracks: list[etree._Element], label: str) -> int | None:
-        """The latest end of any clip on `tracks`, as `track_clips` finds it: the written ends
-        and, for each `-1` end, the cut of the transition after it."""
+    def last_end(self, section: etree._Element | None, label: str) -> int | None:
+        """The latest end of any clip on the tracks of `section` (a sequence's `<audio>`), as
+        `track_clips` finds it: the written ends and, for each `-1` end, the cut of the
+        transition after it."""
+        if section is None:
+            return None
+        tracks = section.findall("track")
         try:
-            ends = [int(text) for track in tracks for text in _CLIP_ENDS(track)]
+            ends = [int(text) for text in _CLIP_ENDS(section)]
             tails = (
-                next(clip.itersiblings(*ITEM_TAGS), None)
-                for track in tracks
-                for clip in _OPEN_ENDED_CLIPS(track)
+                next(clip.itersiblings(*ITEM_TAGS), None) for clip in _OPEN_ENDED_CLIPS(section)
             )
             cuts = [
                 self.transition_cut(tail, f"{label} transition")[1]
@@ -449,10 +467,11 @@ class _Reader:
         return max((end for end in ends + cuts if end is not None and end != -1), default=None)
 
 
-_CLIP_ENDS = etree.XPath("clipitem/end/text() | generatoritem/end/text()")
-_CLIP_FIELDS = ("enabled", "start", "end", "in", "name", "file", "sequence", "filter")
+_CLIP_ENDS = etree.XPath("track/clipitem/end/text() | track/generatoritem/end/text()")
+_CLIP_TEXTS = ("enabled", "start", "end", "in", "name")
+_CLIP_FIELDS = (*_CLIP_TEXTS, "file", "sequence", "filter")
 # clips whose end lies under the transition after them
-_OPEN_ENDED_CLIPS = etree.XPath("clipitem[end = -1] | generatoritem[end = -1]")
+_OPEN_ENDED_CLIPS = etree.XPath("track/clipitem[end = -1] | track/generatoritem[end = -1]")
 
 
 def _child(el: etree._Element, tag: str) -> etree._Element | None:
@@ -463,6 +482,12 @@ def _child(el: etree._Element, tag: str) -> etree._Element | None:
 def _text(el: etree._Element, tag: str) -> str | None:
     child = next(el.iterchildren(tag), None)
     return None if child is None else child.text
+
+
+def _first_text(el: etree._Element, tag: str) -> str | None:
+    """`_text` for a tag that exports write as the element's first child (`parameterid`)."""
+    first = el[0] if len(el) else None
+    return first.text if first is not None and first.tag == tag else _text(el, tag)
 
 
 def _texts(el: etree._Element, *tags: str) -> dict[str, str | None]:
@@ -547,7 +572,7 @@ def parse_timeline_with_info(
     video_tracks = seq.findall("media/video/track")
     video = [reader.track_clips(t, f"V{i}") for i, t in enumerate(video_tracks, start=1)]
     video_end = max((end for _, end in video if end is not None), default=None)
-    audio_end = reader.last_end(seq.findall("media/audio/track"), "A")
+    audio_end = reader.last_end(seq.find("media/audio"), "A")
     declared_frames = math.ceil(declared)
     if video_end is None and audio_end is None:
         if declared_frames == 0:
@@ -613,7 +638,7 @@ def parse_timeline_with_info(
     for array in (*inactive.values(), ints[0, 0], ints[0, 1]):
         array.flags.writeable = False
 
-    df = pd.DataFrame(columns, columns=list(COLUMNS), copy=False)
+    df = pd.DataFrame(columns, copy=False)  # `columns` is in the order of COLUMNS
     info = TimelineInfo(
         video_id=path.stem,
         source_video_name=source_name,
@@ -632,7 +657,7 @@ def parse_timeline_with_info(
     return df, info
 
 
-@dataclass
+@dataclass(slots=True)
 class _Paint:
     """What one clip writes: samples [lo, hi), its asset class and its parameter values."""
 
@@ -668,9 +693,10 @@ def _plan_track(
                 axis = 0 if p == "x" else 1
                 v = v * (reader.source_size(clip.element, seq_size)[axis] / seq_size[axis])
             low, high = PARAM_RANGES[p]
-            if not (low <= np.min(v) and np.max(v) <= high):  # False for NaN too
+            vmin, vmax = (v, v) if isinstance(v, float) else (v.min(), v.max())
+            if not (low <= vmin and vmax <= high):  # False for NaN too
                 raise reader.fail(
-                    f"{clip.what}: {p} reaches {np.max(v) if np.max(v) > high else np.min(v):g}, "
+                    f"{clip.what}: {p} reaches {vmax if vmax > high else vmin:g}, "
                     f"outside {low:g}..{high:g}"
                 )
             values[p] = v
