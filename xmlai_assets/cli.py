@@ -23,37 +23,79 @@ def _instance():
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+def files_to_parse(layout: DataLayout, keys: list[str]) -> list[str]:
+    """The partitions whose frames are missing, or were made from other content or by another
+    parser version: a rerun with nothing changed parses nothing."""
+    from xmlai_assets.timeline.ingest import folder_version, is_current, read_report
+
+    _, hashes = folder_version(layout)
+    return [key for key in keys if not is_current(read_report(layout, key), hashes.get(key))]
+
+
+def contiguous_ranges(keys: list[str], wanted: list[str]) -> list[tuple[str, str]]:
+    """The partition ranges (first, last) of `keys`, in their order, that hold exactly the
+    `wanted` keys: one run each."""
+    wanted_set, ranges, start = set(wanted), [], None
+    for i, key in enumerate(keys):
+        if key in wanted_set and start is None:
+            start = key
+        if start is not None and (i + 1 == len(keys) or keys[i + 1] not in wanted_set):
+            ranges.append((start, key))
+            start = None
+    return ranges
+
+
 def run_pipeline(
     layout: DataLayout, instance, run_config: dict | None = None, *, train: bool = True
 ) -> bool:
-    """Register the folder's timeline files as partitions and materialize everything: the
-    frames of every file in one run, then the master CSV and all that follows from it."""
+    """Register the folder's timeline files as partitions, parse the new and changed ones (in
+    one run where they are contiguous), observe the folder, then materialize the master CSV and
+    all that follows from it. A file that fails to parse fails its own partition; the rest go on.
+    Returns whether the master and everything after it succeeded."""
     import dagster as dg
 
     from xmlai_assets.definitions import build_definitions
+    from xmlai_assets.defs.ingest.assets import TIMELINE_XML
+    from xmlai_assets.defs.metadata import observation_tags
     from xmlai_assets.defs.partitions import sync_timeline_partitions, timeline_files
     from xmlai_assets.defs.resources import DataPaths
+    from xmlai_assets.timeline.ingest import folder_version, read_report
 
     defs = build_definitions(
         DataPaths(data_dir=str(layout.data_dir), timelines_dir=str(layout.timelines_dir))
     )
     added, removed = sync_timeline_partitions(instance, layout.timelines_dir)
-    print(f"timelines in {layout.timelines_dir}: {len(added)} new, {len(removed)} removed")
     keys = instance.get_dynamic_partitions(timeline_files.name)
+    todo = files_to_parse(layout, keys)
+    print(
+        f"timelines in {layout.timelines_dir}: {len(keys)} files, {len(added)} new, "
+        f"{len(removed)} removed, {len(todo)} to parse"
+    )
     job = defs.resolve_implicit_global_asset_job_def()
-    if keys:
-        result = job.execute_in_process(
+    for first, last in contiguous_ranges(keys, todo):
+        job.execute_in_process(
             instance=instance,
             asset_selection=[dg.AssetKey("timeline_frames")],
             run_config=QUIET,
             tags={
-                "dagster/asset_partition_range_start": keys[0],
-                "dagster/asset_partition_range_end": keys[-1],
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
             },
             raise_on_error=False,
         )
-        if not result.success:
-            return False
+    version, hashes = folder_version(layout)
+    instance.report_runless_asset_event(
+        dg.AssetObservation(
+            asset_key=TIMELINE_XML, metadata={"files": len(hashes)}, tags=observation_tags(version)
+        )
+    )
+    failed = {}
+    for key in keys:
+        report = read_report(layout, key)
+        if report is not None and report["status"] != "ok":
+            failed[key] = report["reason"]
+    for key, reason in sorted(failed.items()):
+        print(f"  not parsed: {key}: {reason}")
     master = dg.AssetKey("master_training_data")
     selection = dg.AssetSelection.assets(master).downstream()
     if not train:
@@ -65,7 +107,25 @@ def run_pipeline(
         run_config={**QUIET, **(run_config or {})},
         raise_on_error=False,
     )
+    print_failed_checks(result)
     return result.success
+
+
+def print_failed_checks(result) -> None:
+    """Each failed check of a run with its problems, as the UI shows them."""
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed:
+            continue
+        key = evaluation.asset_check_key
+        print(f"check failed: {key.asset_key.to_user_string()} {key.name}")
+        problems = evaluation.metadata.get("problems")
+        for line in (problems.value if problems is not None else [])[:20]:
+            print(f"  {line}")
+        if evaluation.description and problems is None:
+            print(f"  {evaluation.description}")
 
 
 def load_preset(path: Path) -> dict:

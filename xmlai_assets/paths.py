@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,15 +35,35 @@ class DataLayout:
         data_dir = Path(data_dir).resolve()
         return cls(data_dir, Path(timelines_dir or data_dir / "timelines").resolve())
 
+    def timeline_file(self, key: str) -> Path:
+        """The timeline export a partition key names, or `UnsafeTimelineKey`.
+
+        Every read of an input goes through here: the key must be a plain file name (see
+        `check_timeline_key`) of a regular file directly in the timelines folder. A symlink is
+        refused, even one that points inside the folder: what a link names can change between
+        this check and the read.
+        """
+        check_timeline_key(key)
+        path = self.timelines_dir / key
+        try:
+            mode = path.lstat().st_mode
+        except OSError as exc:
+            raise UnsafeTimelineKey(key, f"no such file in {self.timelines_dir}") from exc
+        if stat.S_ISLNK(mode):
+            raise UnsafeTimelineKey(key, "is a symbolic link; links are not followed")
+        if not stat.S_ISREG(mode):
+            raise UnsafeTimelineKey(key, f"is not a regular file ({_file_kind(mode)})")
+        return path
+
     @property
     def frames_dir(self) -> Path:
         return self.data_dir / "frames"
 
-    def frames_file(self, timeline_file: str) -> Path:
-        return self.frames_dir / f"{timeline_file}.parquet"
+    def frames_file(self, key: str) -> Path:
+        return self.frames_dir / f"{artifact_stem(key)}.parquet"
 
-    def frames_report(self, timeline_file: str) -> Path:
-        return self.frames_dir / f"{timeline_file}.json"
+    def frames_report(self, key: str) -> Path:
+        return self.frames_dir / f"{artifact_stem(key)}.json"
 
     @property
     def master_csv(self) -> Path:
@@ -83,13 +106,82 @@ class DataLayout:
         return self.data_dir / "checkpoints" / "trained_model.pt"
 
 
-def list_timeline_files(folder: str | os.PathLike[str]) -> list[str]:
-    """Names of the timeline exports directly in `folder`, sorted (hidden files skipped)."""
+class UnsafeTimelineKey(ValueError):
+    """A partition key that does not name a timeline file in the watched folder."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key!r}: {reason}")
+
+
+def check_timeline_key(key: str) -> None:
+    """Raise `UnsafeTimelineKey` unless `key` is a plain timeline file name: no separators,
+    not `.` or `..`, not hidden, no control characters, at most 255 bytes, ending in `.xml`."""
+    if not isinstance(key, str) or not key:
+        raise UnsafeTimelineKey(str(key), "is empty")
+    if "/" in key or "\\" in key or key in (".", ".."):
+        raise UnsafeTimelineKey(key, "is a path, not a file name in the timelines folder")
+    if key.startswith("."):
+        raise UnsafeTimelineKey(key, "is a hidden file")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key) or "..." in key:
+        raise UnsafeTimelineKey(key, "holds control characters or '...', which Dagster refuses")
+    if len(key.encode("utf-8", "surrogateescape")) > 255:
+        raise UnsafeTimelineKey(key, "is longer than 255 bytes")
+    if not key.lower().endswith(TIMELINE_SUFFIXES):
+        raise UnsafeTimelineKey(key, f"does not end in {' or '.join(TIMELINE_SUFFIXES)}")
+
+
+def artifact_stem(key: str) -> str:
+    """A short, unique, filesystem-safe name for the artifacts of one timeline file: readable
+    characters of its name, then a digest of the whole name (so `x.xml` and `x.XML` never share
+    one, and no name is too long for a temporary file beside it)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:40].strip("._") or "timeline"
+    return f"{readable}-{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def scan_timeline_folder(folder: str | os.PathLike[str]) -> tuple[list[str], dict[str, str]]:
+    """(the names of the timeline exports directly in `folder` that can be partition keys,
+    sorted; {name: reason} for the `.xml` entries that cannot). A key is a regular file (not a
+    link) whose name `check_timeline_key` accepts."""
     folder = Path(folder)
+    names, skipped = [], {}
     if not folder.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.suffix.lower() in TIMELINE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+        return names, skipped
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.lower().endswith(TIMELINE_SUFFIXES) or entry.name.startswith("."):
+                continue
+            try:
+                check_timeline_key(entry.name)
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except UnsafeTimelineKey as exc:
+                skipped[entry.name] = exc.reason
+                continue
+            except OSError:
+                continue  # gone since the listing
+            if stat.S_ISLNK(mode):
+                skipped[entry.name] = "is a symbolic link; links are not followed"
+            elif not stat.S_ISREG(mode):
+                skipped[entry.name] = f"is not a regular file ({_file_kind(mode)})"
+            else:
+                names.append(entry.name)
+    return sorted(names), skipped
+
+
+def list_timeline_files(folder: str | os.PathLike[str]) -> list[str]:
+    """The names `scan_timeline_folder` accepts."""
+    return scan_timeline_folder(folder)[0]

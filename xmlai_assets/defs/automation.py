@@ -11,6 +11,7 @@
   configs/; default: the asset defaults).
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,11 +19,12 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from xmlai_assets.defs.partitions import timeline_files, valid_partition_key
+from xmlai_assets.defs.ingest.assets import TIMELINE_XML
+from xmlai_assets.defs.metadata import observation_tags
+from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import DataPaths
-from xmlai_assets.paths import list_timeline_files
-from xmlai_assets.timeline.ingest import read_report
-from xmlai_assets.timeline.tables import file_sha256
+from xmlai_assets.paths import scan_timeline_folder
+from xmlai_assets.timeline.ingest import folder_version, is_current, read_report
 
 FRAMES = dg.AssetKey("timeline_frames")
 MASTER = dg.AssetKey("master_training_data")
@@ -35,30 +37,19 @@ retrain_job = dg.define_asset_job(
 )
 
 
-def _folder_state(folder: Path, previous: dict, seq: int) -> tuple[dict[str, list], int]:
-    """({file: [size, mtime_ns, sha256, version]}, last version handed out).
-
-    A file's hash is reused while its size and mtime hold. Each content not seen in the
-    previous state gets a new version from a counter that only grows, so a file that changes
-    back to an earlier content still gets a run key it never had.
-    """
-    state = {}
-    for name in list_timeline_files(folder):
+def _listing_digest(folder: Path, names: list[str]) -> str:
+    """A digest of the folder's names, sizes and modification times: equal on the next tick
+    means nothing to do, without reading a file."""
+    digest = hashlib.sha256()
+    for name in names:
         try:
-            stat = (folder / name).stat()
-            known = previous.get(name)
-            if known and known[:2] == [stat.st_size, stat.st_mtime_ns]:
-                state[name] = known
-                continue
-            sha = file_sha256(folder / name)
+            st = (folder / name).stat()
         except OSError:
-            continue  # gone between the listing and the read: the next tick sees it removed
-        if known and known[2] == sha:
-            state[name] = [stat.st_size, stat.st_mtime_ns, sha, known[3]]
-        else:
-            seq += 1
-            state[name] = [stat.st_size, stat.st_mtime_ns, sha, seq]
-    return state, seq
+            continue
+        digest.update(
+            f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape")
+        )
+    return digest.hexdigest()[:32]
 
 
 @dg.sensor(
@@ -67,54 +58,65 @@ def _folder_state(folder: Path, previous: dict, seq: int) -> tuple[dict[str, lis
     default_status=dg.DefaultSensorStatus.RUNNING,
     target=[FRAMES, MASTER],
     description="Watches the timelines folder: a partition for each new file, re-parsing for a "
-    "changed one (content hash), removal for a file that is gone. Unchanged files are never "
-    "parsed again.",
+    "changed one (content hash), removal for a file that is gone, and an observation of "
+    "timeline_xml whose data version marks the master CSV and all after it stale. Unchanged "
+    "files are never parsed again.",
 )
-def timeline_files_sensor(context: dg.SensorEvaluationContext, paths: DataPaths) -> dg.SensorResult:
-    folder = paths.layout.timelines_dir
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    state, seq = _folder_state(folder, cursor.get("files", {}), cursor.get("seq", 0))
-    skipped = sorted(name for name in state if not valid_partition_key(name))
-    for name in skipped:
-        context.log.warning(
-            f"{folder / name}: a file name with '...' or control characters cannot be a "
-            "partition; rename the file"
-        )
-        state.pop(name)
+def timeline_files_sensor(context: dg.SensorEvaluationContext, paths: DataPaths):
+    layout = paths.layout
+    folder = layout.timelines_dir
+    names, skipped = scan_timeline_folder(folder)
     known = set(context.instance.get_dynamic_partitions(timeline_files.name))
-    added = sorted(set(state) - known)
-    removed = sorted(known - set(state))
-    # a known file is re-parsed only when its content differs from what its frames came from
-    changed = sorted(
-        name
-        for name in state
-        if name in known
-        and (read_report(paths.layout, name) or {}).get("xml_sha256") != state[name][2]
-    )
-    runs = [
-        dg.RunRequest(
-            partition_key=name,
-            asset_selection=[FRAMES],
-            run_key=f"{name}:{state[name][3]}",
-            tags={"xmlai/trigger": "new file" if name in added else "changed file"},
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    listing = _listing_digest(folder, names)
+    if cursor.get("listing") == listing and known == set(names):
+        return dg.SkipReason("no file was added, changed or removed")
+    for name, reason in sorted(skipped.items()):
+        context.log.warning(f"{folder / name}: not a partition: {reason}")
+    version, hashes = folder_version(layout)
+    added = sorted(set(hashes) - known)
+    removed = sorted(known - set(hashes))
+    runs, changed = [], []
+    for name in sorted(hashes):
+        report = read_report(layout, name)
+        if is_current(report, hashes[name]):
+            continue  # parsed (or refused) from exactly this content already
+        if name not in added:
+            changed.append(name)
+        # the parse count in the key: content that comes back after a change is parsed again
+        generation = report.get("generation", 0) if report else 0
+        runs.append(
+            dg.RunRequest(
+                partition_key=name,
+                asset_selection=[FRAMES],
+                run_key=f"{name}:{generation}:{hashes[name][:16]}",
+                tags={"xmlai/trigger": "new file" if name in added else "changed file"},
+            )
         )
-        for name in added + changed
-    ]
-    if removed and not runs:
+    if removed:
         # the master CSV must drop the rows of files that are gone
-        seq += 1
-        runs.append(dg.RunRequest(asset_selection=[MASTER], run_key=f"removed:{seq}"))
+        runs.append(dg.RunRequest(asset_selection=[MASTER], run_key=f"removed:{version}"))
     requests = []
     if added:
         requests.append(timeline_files.build_add_request(added))
     if removed:
         requests.append(timeline_files.build_delete_request(removed))
-    if added or removed or changed:
-        context.log.info(f"{len(added)} new, {len(changed)} changed, {len(removed)} removed")
+    events = []
+    if cursor.get("version") != version:
+        events.append(
+            dg.AssetObservation(
+                asset_key=TIMELINE_XML,
+                metadata={"files": len(hashes), "new": len(added), "changed": len(changed)}
+                | {"removed": len(removed)},
+                tags=observation_tags(version),
+            )
+        )
+    context.log.info(f"{len(added)} new, {len(changed)} changed, {len(removed)} removed")
     return dg.SensorResult(
         run_requests=runs,
         dynamic_partitions_requests=requests,
-        cursor=json.dumps({"seq": seq, "files": state}, sort_keys=True),
+        asset_events=events,
+        cursor=json.dumps({"listing": listing, "version": version}),
     )
 
 

@@ -2,8 +2,15 @@
 
 import dagster as dg
 
+# The tag names Dagster gives an event's data version (not re-exported at the top level).
+from dagster._core.definitions.data_version import (
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+)
+
 from xmlai_assets.features.preprocess import FileInfo
 from xmlai_assets.timeline.schema import COLUMNS
+from xmlai_assets.timeline.tables import file_sha256
 
 OWNERS = ["team:video-layout"]
 
@@ -34,3 +41,35 @@ def table(records: list[dict], types: dict[str, str]) -> dg.MetadataValue:
         records=[dg.TableRecord(r) for r in records],
         schema=dg.TableSchema(columns=[dg.TableColumn(k, t) for k, t in types.items()]),
     )
+
+
+def rounded(value: float, digits: int = 4) -> float:
+    """A number as the UI should show it: a few significant decimals, not seventeen."""
+    return float(f"{value:.{digits}g}") if value else 0.0
+
+
+def observation_tags(version: str) -> dict[str, str]:
+    """Tags that give an event a data version of our choosing (a content hash), as Dagster
+    writes them for a `DataVersion` a function returns."""
+    return {DATA_VERSION_TAG: version[:32], DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+
+
+def verified_sha256(context: dg.OpExecutionContext, key: dg.AssetKey, path) -> str:
+    """The sha256 that `key`'s latest materialization recorded for `path`, after checking the
+    file still has it: a truncated or replaced artifact stops the step with its reason instead
+    of being read."""
+    event = context.instance.get_latest_materialization_event(key)
+    recorded = event.asset_materialization.metadata.get("sha256") if event else None
+    if recorded is None:
+        raise dg.Failure(f"{key.to_user_string()} has no recorded materialization; materialize it")
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        raise dg.Failure(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if actual != recorded.value:
+        raise dg.Failure(
+            f"{path} is not the file {key.to_user_string()} wrote (sha256 {actual[:12]}..., "
+            f"recorded {recorded.value[:12]}...): it was cut short or replaced since; "
+            f"materialize {key.to_user_string()} again"
+        )
+    return actual

@@ -9,14 +9,10 @@ from xmlai_assets.paths import list_timeline_files
 timeline_files = dg.DynamicPartitionsDefinition(name="timeline_files")
 
 
-def valid_partition_key(name: str) -> bool:
-    """Dagster refuses partition keys holding '...' or control characters."""
-    return "..." not in name and not any(ord(c) < 32 or ord(c) == 127 for c in name)
-
-
 def sync_timeline_partitions(instance: dg.DagsterInstance, folder) -> tuple[list[str], list[str]]:
-    """Add a partition for each new file in `folder`, remove those whose file is gone."""
-    present = {name for name in list_timeline_files(folder) if valid_partition_key(name)}
+    """Add a partition for each new file in `folder`, remove those whose file is gone (or whose
+    key names no timeline file there, such as one added by hand)."""
+    present = set(list_timeline_files(folder))
     known = set(instance.get_dynamic_partitions(timeline_files.name))
     added = sorted(present - known)
     removed = sorted(known - present)

@@ -112,7 +112,7 @@ def build_sequences(
     layout: DataLayout, window: int = 100, stride: int = 80
 ) -> dict[str, SequenceSummary]:
     """train/val CSVs and the scalers → train_sequences.npz and val_sequences.npz."""
-    scalers = load_scalers(layout.scalers_pkl, layout.scalers_json)
+    scalers = load_scalers(layout.scalers_json)
     csv = {"train": layout.train_csv, "val": layout.val_csv}
     npz = {"train": layout.train_sequences, "val": layout.val_sequences}
     summaries = {}

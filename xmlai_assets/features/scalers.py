@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ SCALER_TYPES: dict[str, type[TransformerMixin]] = {
     "minmax": MinMaxScaler,
     "robust": RobustScaler,
 }
-Scalers = dict[str, TransformerMixin]
+Scalers = Mapping[str, TransformerMixin]
 
 
 def active_entries(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -161,17 +162,32 @@ def save_scalers(
     return pickled, text
 
 
-def load_scalers(pkl_path: str | os.PathLike[str], json_path: str | os.PathLike[str]) -> Scalers:
-    """Load scalers this pipeline wrote: the pickle is only unpickled when its hash is the one
-    recorded in the JSON beside it."""
-    data = Path(pkl_path).read_bytes()
+class AffineScaler:
+    """z = (x - center) / scale: a fitted scaler as the JSON states it, with the `transform`
+    and `inverse_transform` of a scikit-learn one. Nothing is unpickled to build it."""
+
+    def __init__(self, center: float, scale: float) -> None:
+        if not (math.isfinite(center) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"not a usable scaler: center {center}, scale {scale}")
+        self.center = center
+        self.scale = scale
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.center) / self.scale
+
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        return z * self.scale + self.center
+
+
+def load_scalers(json_path: str | os.PathLike[str]) -> dict[str, AffineScaler]:
+    """The scalers of `scalers.json`, rebuilt from its numbers. `scalers.pkl` is written for
+    users of the original format and never loaded: unpickling a file can run code."""
     try:
-        recorded = json.loads(Path(json_path).read_text())["pickle_sha256"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataFileError(json_path, f"no readable pickle hash ({exc})") from exc
-    if hashlib.sha256(data).hexdigest() != recorded:
-        raise DataFileError(pkl_path, f"does not match the hash recorded in {json_path}")
-    scalers = pickle.loads(data)  # noqa: S301 - our own file, hash-checked above
-    if set(scalers) != set(CONTINUOUS_PARAMS):
-        raise DataFileError(pkl_path, f"holds scalers for {sorted(scalers)}")
+        params = json.loads(Path(json_path).read_text())["params"]
+        scalers = {
+            p: AffineScaler(float(params[p]["center"]), float(params[p]["scale"]))
+            for p in CONTINUOUS_PARAMS
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataFileError(json_path, f"not a scalers file of this pipeline ({exc})") from exc
     return scalers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -10,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from xmlai_assets.atomic import atomic_write_bytes
-from xmlai_assets.paths import DataLayout
-from xmlai_assets.timeline.parser import parse_timeline_with_info
+from xmlai_assets.paths import DataLayout, UnsafeTimelineKey, list_timeline_files
+from xmlai_assets.timeline.parser import DEFAULT_MAX_SECONDS, parse_timeline_with_info
 from xmlai_assets.timeline.tables import (
     concat_frames,
     file_sha256,
@@ -19,7 +20,7 @@ from xmlai_assets.timeline.tables import (
     write_csv,
     write_frames,
 )
-from xmlai_assets.timeline.xml import TimelineError
+from xmlai_assets.timeline.xml import TimelineError, read_timeline_bytes
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +32,52 @@ def _write_report(path: Path, report: dict) -> None:
     atomic_write_bytes(path, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
 
 
-def ingest_timeline_file(layout: DataLayout, name: str, *, sample_rate_hz: float = 10.0) -> dict:
+def ingest_timeline_file(
+    layout: DataLayout,
+    name: str,
+    *,
+    sample_rate_hz: float = 10.0,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> dict:
     """Parse one timeline file into its frames table; return (and store) a report of the result.
 
-    A file that cannot be parsed leaves no frames behind (a stale table from an earlier
-    version of the file is removed) and a report with the reason.
+    Whatever goes wrong with one file (an unsafe name, a file that is not regular, bad XML,
+    absurd numbers, out-of-range values, memory, the disk) is that file's failure, with its
+    reason in the report; the caller goes on with the next file. A failed file leaves no frames
+    behind (a table from an earlier version of the file is removed).
     """
-    source = layout.timelines_dir / name
+    previous = read_report(layout, name) or {}
     report: dict = {
         "file": name,
         "sample_rate_hz": sample_rate_hz,
         "parser_version": PARSER_VERSION,
+        # how many times this file was parsed: the sensor's run keys count on it
+        "generation": previous.get("generation", 0) + 1,
     }
     try:
-        xml_sha = file_sha256(source)
-        report["xml_sha256"] = xml_sha
-        df, info = parse_timeline_with_info(source, sample_rate_hz=sample_rate_hz)
-    except (TimelineError, OSError) as exc:
-        reason = exc.reason if isinstance(exc, TimelineError) else f"cannot read file ({exc})"
-        log.warning("%s: %s", source, reason)
-        layout.frames_file(name).unlink(missing_ok=True)
-        report.update(status="failed", reason=reason)
-        _write_report(layout.frames_report(name), report)
+        source = layout.timeline_file(name)
+        st = source.stat()
+        report.update(xml_size=st.st_size, xml_mtime_ns=st.st_mtime_ns)
+        data = read_timeline_bytes(source)
+        report["xml_sha256"] = hashlib.sha256(data).hexdigest()
+        df, info = parse_timeline_with_info(
+            source, sample_rate_hz=sample_rate_hz, max_seconds=max_seconds, data=data
+        )
+        del data
+        write_frames(df, layout.frames_file(name))
+    except Exception as exc:  # noqa: BLE001 - one file's failure of any kind is reported
+        reason = failure_reason(exc)
+        log.warning("%s: %s", name, reason)
+        try:
+            layout.frames_file(name).unlink(missing_ok=True)
+            report.update(status="failed", reason=reason)
+            _write_report(layout.frames_report(name), report)
+        except OSError as exc2:  # e.g. the disk is full: the report says so where it can
+            log.error("%s: cannot record the failure (%s)", name, exc2)
+            report.update(status="failed", reason=f"{reason}; report not written ({exc2})")
         return report
-    write_frames(df, layout.frames_file(name))
     for warning in info.warnings:
-        log.warning("%s: %s", source, warning)
+        log.warning("%s: %s", name, warning)
     report.update(
         status="ok",
         rows=len(df),
@@ -67,9 +88,56 @@ def ingest_timeline_file(layout: DataLayout, name: str, *, sample_rate_hz: float
     return report
 
 
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong, in words that name no path outside the file itself."""
+    if isinstance(exc, (TimelineError, UnsafeTimelineKey)):
+        return exc.reason
+    if isinstance(exc, MemoryError):
+        return "out of memory while reading the timeline"
+    if isinstance(exc, OSError):
+        return f"cannot read or write ({exc.strerror or type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def is_current(report: dict | None, xml_sha256: str | None) -> bool:
+    """Whether a report (ok or failed) comes from this content and this parser version."""
+    return (
+        report is not None
+        and report.get("parser_version") == PARSER_VERSION
+        and report.get("xml_sha256") == xml_sha256
+    )
+
+
 def read_report(layout: DataLayout, name: str) -> dict | None:
     path = layout.frames_report(name)
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # a damaged report counts as none: the file is parsed again
+    return report if isinstance(report, dict) and report.get("file") == name else None
+
+
+def folder_version(layout: DataLayout) -> tuple[str, dict[str, str]]:
+    """(a digest of every timeline file's name and content hash, {name: sha256}) for the
+    watched folder. A file whose size and modification time match its report is not read
+    again; any other is hashed."""
+    hashes = {}
+    for name in list_timeline_files(layout.timelines_dir):
+        report = read_report(layout, name) or {}
+        try:
+            st = (layout.timelines_dir / name).stat()
+            if [report.get("xml_size"), report.get("xml_mtime_ns")] == [st.st_size, st.st_mtime_ns]:
+                hashes[name] = report["xml_sha256"]
+            else:
+                hashes[name] = file_sha256(layout.timelines_dir / name)
+        except (OSError, KeyError):
+            continue  # gone, or no longer a regular file: it is not in the folder's version
+    digest = hashlib.sha256()
+    for name, sha in sorted(hashes.items()):
+        digest.update(f"{name}\0{sha}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32], hashes
 
 
 @dataclass
@@ -86,9 +154,15 @@ class MasterSummary:
 
 
 def build_master_csv(layout: DataLayout, names: list[str]) -> MasterSummary:
-    """Concatenate the frames of `names` (in sorted order) into the master CSV, atomically."""
+    """Concatenate the frames of `names` (in sorted order) into the master CSV, atomically.
+
+    Each frames table must still hash to what its report recorded; a table that does not, or
+    whose video id another file already uses (names that differ only by case), is left out
+    with its reason.
+    """
     tables: list[pa.Table] = []
     summary = MasterSummary(rows=0, rows_per_video={})
+    owners: dict[str, str] = {}  # case-folded video id -> the file that has it
     for name in sorted(names):
         report = read_report(layout, name)
         frames = layout.frames_file(name)
@@ -98,9 +172,21 @@ def build_master_csv(layout: DataLayout, names: list[str]) -> MasterSummary:
         if report["status"] != "ok":
             summary.failed[name] = report["reason"]
             continue
+        video_id = report["timeline"]["video_id"]
+        twin = owners.get(video_id.casefold())
+        if twin is not None:
+            summary.failed[name] = (
+                f"video id {video_id!r} is already taken by {twin!r} (the names differ only by "
+                "case or extension); rename one of them"
+            )
+            continue
+        if file_sha256(frames) != report["frames_sha256"]:
+            summary.failed[name] = "its frames table changed since it was written; parse it again"
+            continue
+        owners[video_id.casefold()] = name
         table = read_frames(frames)
         tables.append(table)
-        summary.rows_per_video[report["timeline"]["video_id"]] = table.num_rows
+        summary.rows_per_video[video_id] = table.num_rows
         if report["timeline"]["dropped_tracks"]:
             summary.dropped_tracks[name] = report["timeline"]["dropped_tracks"]
     master = concat_frames(tables)

@@ -541,13 +541,15 @@ def parse_timeline_with_info(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     rules: AssetRules = ASSET_RULES,
+    data: bytes | None = None,
 ) -> tuple[pd.DataFrame, TimelineInfo]:
-    """Like `parse_timeline`, also returning what was learned about the timeline."""
+    """Like `parse_timeline`, also returning what was learned about the timeline. `data` is
+    the file's content when the caller has read it already (the file is then not opened)."""
     path = Path(path)
     if not 0 < sample_rate_hz <= TIMEBASE_RANGE[1]:
         raise ValueError(f"sample_rate_hz must be in (0, {TIMEBASE_RANGE[1]:g}]: {sample_rate_hz}")
     rate_hz = Fraction(sample_rate_hz).limit_denominator(1_000_000)
-    root = read_xmeml(path, max_bytes=max_bytes)
+    root = read_xmeml(path, max_bytes=max_bytes, data=data)
     reader = _Reader(path, root, rules)
     seq = reader.top_sequence()
     seq_what = f"sequence {seq.findtext('name') or seq.get('id') or ''!r}".strip()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -61,8 +63,17 @@ def write_csv(table: pa.Table, path: str | os.PathLike[str]) -> None:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a regular file (a link is not followed; a FIFO or device raises OSError
+    at once instead of blocking)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    finally:
+        os.close(fd)
     return digest.hexdigest()

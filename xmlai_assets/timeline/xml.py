@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from lxml import etree
@@ -33,21 +35,51 @@ def _parser() -> etree.XMLParser:
     )
 
 
-def read_xmeml(
+def read_timeline_bytes(
     path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
-) -> etree._Element:
-    """Parse an xmeml file and return its root, or raise `TimelineError`."""
+) -> bytes:
+    """The bytes of a timeline file, or `TimelineError`. Only a regular file is read: a link is
+    not followed, and a FIFO or device is refused without blocking, even one swapped in after
+    the folder was listed."""
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise TimelineError(path, f"file is {size} bytes, above the {max_bytes}-byte limit")
-        if size == 0:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TimelineError(path, "is a symbolic link; links are not followed") from exc
+        raise TimelineError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise TimelineError(path, "is not a regular file (a FIFO, device or directory)")
+        if info.st_size > max_bytes:
+            raise TimelineError(
+                path, f"file is {info.st_size} bytes, above the {max_bytes}-byte limit"
+            )
+        if info.st_size == 0:
             raise TimelineError(path, "file is empty")
-        data = path.read_bytes()
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise TimelineError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:  # the file grew between stat and read
+        raise TimelineError(path, f"file exceeds the {max_bytes}-byte limit")
+    return data
+
+
+def read_xmeml(
+    path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES, data: bytes | None = None
+) -> etree._Element:
+    """Parse an xmeml file (or its bytes, already read) and return its root, or raise
+    `TimelineError`."""
+    path = Path(path)
+    if data is None:
+        data = read_timeline_bytes(path, max_bytes=max_bytes)
+    elif len(data) > max_bytes:
         raise TimelineError(path, f"file exceeds the {max_bytes}-byte limit")
     try:
         tree = etree.ElementTree(etree.fromstring(data, _parser()))

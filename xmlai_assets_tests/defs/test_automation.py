@@ -1,5 +1,6 @@
 """The new-file sensor and the retrain schedule."""
 
+import hashlib
 import json
 import os
 import time
@@ -28,6 +29,8 @@ def tick(instance, layout, cursor=None):
     paths = DataPaths(data_dir=str(layout.data_dir))
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"paths": paths})
     result = automation.timeline_files_sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return result
     for request in result.dynamic_partitions_requests:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
@@ -53,7 +56,25 @@ def test_new_files_get_a_partition_and_a_frames_run_each(layout):
             "t1.xml",
             "t2.xml",
         ]
-        assert set(json.loads(result.cursor)["files"]) == {"t0.xml", "t1.xml", "t2.xml"}
+        # the cursor stays a few dozen bytes, whatever the number of files
+        assert set(json.loads(result.cursor)) == {"listing", "version"}
+        assert len(result.cursor) < 120
+        # and the folder is observed with a data version that downstream staleness follows
+        (event,) = result.asset_events
+        assert event.asset_key == dg.AssetKey("timeline_xml")
+        assert event.tags["dagster/data_version"] == json.loads(result.cursor)["version"]
+
+
+def test_a_tick_with_nothing_changed_reads_no_file(layout, monkeypatch):
+    with dg.instance_for_test() as instance:
+        first = tick(instance, layout)
+
+        def no_reading(*args, **kwargs):
+            raise AssertionError("a file was hashed on a tick with nothing changed")
+
+        monkeypatch.setattr(automation, "folder_version", no_reading)
+        second = tick(instance, layout, first.cursor)
+        assert isinstance(second, dg.SkipReason)
 
 
 def test_only_a_new_or_changed_file_is_parsed_again_and_a_removed_one_is_dropped(layout):
@@ -76,29 +97,46 @@ def test_only_a_new_or_changed_file_is_parsed_again_and_a_removed_one_is_dropped
         third = tick(instance, layout, second.cursor)
         assert "t0.xml" not in instance.get_dynamic_partitions("timeline_files")
         # the changed and new files are still unparsed: their runs are asked again (same run keys)
-        assert {r.run_key for r in third.run_requests} == {r.run_key for r in second.run_requests}
+        assert {r.run_key for r in second.run_requests} <= {r.run_key for r in third.run_requests}
+        assert any("removed" in r.run_key for r in third.run_requests)
 
 
 def test_a_file_changed_back_to_earlier_content_is_parsed_again(layout):
     path = layout.timelines_dir / "t1.xml"
     original = path.read_bytes()
+    job = build_definitions(
+        DataPaths(data_dir=str(layout.data_dir))
+    ).resolve_implicit_global_asset_job_def()
+
+    def run_requested(result):  # what the daemon does with the requests
+        for r in result.run_requests:
+            job.execute_in_process(
+                instance=instance,
+                asset_selection=[dg.AssetKey("timeline_frames")],
+                partition_key=r.partition_key,
+            )
+
     with dg.instance_for_test() as instance:
         first = tick(instance, layout)
-        keys = {r.partition_key: r.run_key for r in first.run_requests}
+        run_requested(first)
+        keys = [r.run_key for r in first.run_requests if r.partition_key == "t1.xml"]
         generate_timeline(9, seconds=5, name="t1").write(layout.timelines_dir)
         second = tick(instance, layout, first.cursor)
+        run_requested(second)
         path.write_bytes(original)
         os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
         third = tick(instance, layout, second.cursor)
-        run_keys = [
-            keys["t1.xml"],
-            *(
-                r.run_key
-                for r in second.run_requests + third.run_requests
-                if r.partition_key == "t1.xml"
-            ),
+        keys += [
+            r.run_key
+            for r in second.run_requests + third.run_requests
+            if r.partition_key == "t1.xml"
         ]
-        assert len(run_keys) == 3 and len(set(run_keys)) == 3  # Dagster skips a run key it saw
+        assert len(keys) == 3 and len(set(keys)) == 3  # Dagster skips a run key it saw
+        run_requested(third)
+        assert (
+            automation.read_report(layout, "t1.xml")["xml_sha256"]
+            == hashlib.sha256(original).hexdigest()
+        )
 
 
 def test_a_removal_alone_rebuilds_the_master(layout):

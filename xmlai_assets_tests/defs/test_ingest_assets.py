@@ -20,13 +20,33 @@ def layout(tmp_path):
     return layout
 
 
-def metadata(instance, key):
-    event = instance.get_latest_materialization_event(dg.AssetKey(key))
-    return event.asset_materialization.metadata
+def metadata(instance, key, partition=None):
+    if partition is None:
+        event = instance.get_latest_materialization_event(dg.AssetKey(key))
+        return event.asset_materialization.metadata
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+    ).records
+    return records[0].asset_materialization.metadata
+
+
+def partition_status(instance, key="timeline_frames"):
+    """(materialized, failed) partition keys, as the UI's partition bar reads them."""
+    from dagster._core.storage.partition_status_cache import (
+        get_and_update_asset_status_cache_value,
+    )
+
+    from xmlai_assets.defs.partitions import timeline_files
+
+    value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(key), timeline_files)
+    done = value.deserialize_materialized_partition_subsets(timeline_files)
+    failed = value.deserialize_failed_partition_subsets(timeline_files)
+    return set(done.get_partition_keys()), set(failed.get_partition_keys())
 
 
 def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
     bad = hostile_files(layout.timelines_dir)
+    good = ["good 0 ø.xml", "good 1 ø.xml", "good 2 ø.xml"]
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
         master = pd.read_csv(layout.master_csv)
@@ -38,18 +58,24 @@ def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
         assert md["dagster/row_count"].value == len(master)
         assert md["column_count"].value == 183
         assert md["video_count"].value == 3
-        assert sum(md["rows_per_video"].data.values()) == len(master)
+        assert sum(r.data["rows"] for r in md["rows_per_video"].records) == len(master)
         assert set(md["failed_files"].data) == set(bad)
         for name, reason in bad.items():
             assert reason in md["failed_files"].data[name]
         assert [c.name for c in md["dagster/column_schema"].schema.columns] == list(COLUMNS)
         assert md["size_bytes"].value == layout.master_csv.stat().st_size
 
-        frames_md = metadata(instance, "timeline_frames")
-        assert frames_md["files_parsed"].value == 3
-        assert frames_md["files_failed"].value == len(bad)
+        # each good file is a materialized partition carrying its own rows, not the run's
+        materialized, failed = partition_status(instance)
+        assert materialized == set(good)
+        assert failed == set(bad)
+        for name in good:
+            rows = len(master[master["video_id"] == name[:-4]])
+            part = metadata(instance, "timeline_frames", name)
+            assert part["dagster/row_count"].value == rows
+            assert part["length_frames"].value >= part["declared_duration_frames"].value
         partitions = instance.get_dynamic_partitions("timeline_files")
-        assert sorted(partitions) == sorted([*bad, "good 0 ø.xml", "good 1 ø.xml", "good 2 ø.xml"])
+        assert sorted(partitions) == sorted([*bad, *good])
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey("master_training_data"), "all_timelines_parsed")]
         )
@@ -57,13 +83,33 @@ def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
         assert evaluation.passed is False
 
 
-def test_rerun_with_unchanged_inputs_gives_identical_bytes(layout):
+def test_a_file_whose_declared_length_is_overridden_says_so(layout, tmp_path):
+    from xmlai_assets_tests.timeline.xmeml_builder import clip, document, track
+
+    (layout.timelines_dir / "zero duration.xml").write_text(
+        document(track(clip(0, 50)), duration=0)
+    )
+    with dg.instance_for_test() as instance:
+        assert run_pipeline(layout, instance, train=False)
+        part = metadata(instance, "timeline_frames", "zero duration.xml")
+        assert part["declared_duration_frames"].value == 0
+        assert part["length_frames"].value == 50
+        assert part["length_overridden"].value is True
+        assert part["dagster/row_count"].value == 50
+
+
+def test_rerun_with_unchanged_inputs_gives_identical_bytes_and_parses_nothing(layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
         first = layout.master_csv.read_bytes()
         frames = {p.name: p.read_bytes() for p in layout.frames_dir.iterdir()}
         v1 = metadata(instance, "master_training_data")["sha256"].value
+        parses = len(
+            instance.fetch_materializations(dg.AssetKey("timeline_frames"), limit=100).records
+        )
         assert run_pipeline(layout, instance, train=False)
+        again = instance.fetch_materializations(dg.AssetKey("timeline_frames"), limit=100)
+        assert len(again.records) == parses
         assert layout.master_csv.read_bytes() == first
         assert {p.name: p.read_bytes() for p in layout.frames_dir.iterdir()} == frames
         assert metadata(instance, "master_training_data")["sha256"].value == v1
@@ -87,7 +133,7 @@ def test_definitions_load_with_the_ingest_lineage():
     graph = defs.resolve_asset_graph()
     frames = dg.AssetKey("timeline_frames")
     master = dg.AssetKey("master_training_data")
-    assert graph.get(master).parent_keys == {frames}
+    assert graph.get(master).parent_keys == {frames, dg.AssetKey("timeline_xml")}
     assert graph.get(frames).parent_keys == {dg.AssetKey("timeline_xml")}
     for key in (frames, master):
         assert graph.get(key).group_name == "ingest"

@@ -1,7 +1,10 @@
 """Scalers: fitted on active training entries only, bounded, invertible, hash-checked on load."""
 
+import hashlib
 import json
+import pickle
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,7 +116,7 @@ def test_one_scaler_per_parameter_pooled_over_tracks():
     assert scalers["x"].mean_[0] == pytest.approx(x.mean())
 
 
-def test_json_describes_the_transform_and_the_pickle_is_hash_checked(tmp_path):
+def test_json_describes_the_transform_and_scalers_load_from_it_alone(tmp_path):
     values = values_of(make_master(2, [40, 30]))
     scalers = fit_scalers(active_entries(values), "minmax")
     pkl, js = tmp_path / "scalers.pkl", tmp_path / "scalers.json"
@@ -122,13 +125,44 @@ def test_json_describes_the_transform_and_the_pickle_is_hash_checked(tmp_path):
     doc = json.loads(js.read_text())
     x = active_entries(values)["y"]
     y = doc["params"]["y"]
-    np.testing.assert_allclose(
-        (x - y["center"]) / y["scale"], scalers["y"].transform(x.reshape(-1, 1)).ravel()
+    want = scalers["y"].transform(x.reshape(-1, 1)).ravel()
+    np.testing.assert_allclose((x - y["center"]) / y["scale"], want)
+    loaded = load_scalers(js)
+    np.testing.assert_allclose(loaded["y"].transform(x), want)
+    np.testing.assert_allclose(loaded["y"].inverse_transform(loaded["y"].transform(x)), x)
+
+
+def test_a_hostile_pickle_with_a_matching_hash_runs_no_code(tmp_path):
+    values = values_of(make_master(2, [40, 30]))
+    scalers = fit_scalers(active_entries(values), "standard")
+    pkl, js = tmp_path / "scalers.pkl", tmp_path / "scalers.json"
+    save_scalers(
+        scalers,
+        pkl,
+        js,
+        {"kind": "standard", "params": describe_scalers(scalers, active_entries(values))},
     )
-    assert load_scalers(pkl, js)["y"].data_min_ == scalers["y"].data_min_
-    pkl.write_bytes(pkl.read_bytes()[:-1] + b"\0")
-    with pytest.raises(DataFileError, match="does not match the hash"):
-        load_scalers(pkl, js)
+    marker = tmp_path / "code ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    hostile = pickle.dumps(Exploit())
+    pkl.write_bytes(hostile)
+    doc = json.loads(js.read_text())
+    doc["pickle_sha256"] = hashlib.sha256(hostile).hexdigest()
+    js.write_text(json.dumps(doc))
+    loaded = load_scalers(js)
+    assert sorted(loaded) == sorted(CONTINUOUS_PARAMS)
+    assert not marker.exists()
+
+
+def test_a_damaged_scalers_json_is_a_clear_error(tmp_path):
+    js = tmp_path / "scalers.json"
+    js.write_text('{"params": {"x": {"center": 0, "scale": 0}}}')
+    with pytest.raises(DataFileError, match="not a scalers file"):
+        load_scalers(js)
 
 
 def test_streamed_reads_of_a_csv_larger_than_a_block_match_its_values(tmp_path):

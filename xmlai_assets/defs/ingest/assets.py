@@ -1,125 +1,133 @@
 """Ingest: timeline XML files → per-timeline frames → master_training_data.csv."""
 
-import hashlib
-
 import dagster as dg
 
-from xmlai_assets.atomic import file_lock
-from xmlai_assets.defs.metadata import OWNERS, column_schema
+from xmlai_assets.atomic import file_lock, remove_stale_temp_files
+from xmlai_assets.defs.metadata import (
+    OWNERS,
+    column_schema,
+    observation_tags,
+    rounded,
+    table,
+    verified_sha256,
+)
 from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.timeline.ingest import (
     PARSER_VERSION,
     build_master_csv,
+    folder_version,
     ingest_timeline_file,
     read_report,
 )
+from xmlai_assets.timeline.parser import DEFAULT_MAX_SECONDS
 from xmlai_assets.timeline.schema import COLUMNS
-from xmlai_assets.timeline.tables import file_sha256
 
 GROUP = "ingest"
+TIMELINE_XML = dg.AssetKey("timeline_xml")
 
 
 class IngestConfig(dg.Config):
     sample_rate_hz: float = 10.0
     """Samples per second of timeline time in the frame tables."""
+    max_hours: float = DEFAULT_MAX_SECONDS / 3600
+    """The longest timeline accepted; a longer one is refused with its length, before any
+    memory is taken for it."""
 
 
 @dg.observable_source_asset(
-    partitions_def=timeline_files,
+    key=TIMELINE_XML,
     group_name=GROUP,
     owners=OWNERS,
-    description="Timeline exports (FCP7 XML from Premiere Pro, Final Cut Pro 7 or DaVinci "
-    "Resolve) in the watched folder; one partition per file, versioned by content hash.",
+    description="The watched folder of timeline exports (FCP7 XML from Premiere Pro, Final Cut "
+    "Pro 7 or DaVinci Resolve). Its data version is a digest of every file's name and content "
+    "hash, so a new, changed or removed file marks the master CSV and all after it stale. The "
+    "sensor observes it whenever the folder changes; Observe does the same by hand.",
     metadata={"format": "xmeml (FCP7 XML)"},
     kinds={"xml"},
 )
-def timeline_xml(context: dg.AssetExecutionContext, paths: DataPaths) -> dg.DataVersionsByPartition:
-    folder = paths.layout.timelines_dir
-    keys = context.instance.get_dynamic_partitions(timeline_files.name)
-    versions = {key: file_sha256(folder / key) for key in keys if (folder / key).is_file()}
-    return dg.DataVersionsByPartition(versions)
+def timeline_xml(context: dg.AssetExecutionContext, paths: DataPaths) -> dg.DataVersion:
+    version, files = folder_version(paths.layout)
+    context.log.info(f"{len(files)} timeline files in {paths.layout.timelines_dir}")
+    return dg.DataVersion(version)
+
+
+def frames_metadata(report: dict) -> dict[str, object]:
+    """What one partition's materialization shows: that file's table, never the run's."""
+    info = report["timeline"]
+    return {
+        "dagster/row_count": report["rows"],
+        "fps": rounded(info["fps"]),
+        "video_tracks": info["n_video_tracks"],
+        "declared_duration_frames": info["declared_duration_frames"],
+        "length_frames": info["length_frames"],
+        "length_overridden": info["length_frames"] != info["declared_duration_frames"],
+        "source_video_name": info["source_video_name"],
+        "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in info["warnings"]) or "none"),
+        "dropped_tracks": ", ".join(info["dropped_tracks"]) or "none",
+        "xml_sha256": report["xml_sha256"],
+        "frames_sha256": report["frames_sha256"],
+    }
 
 
 @dg.asset(
     partitions_def=timeline_files,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[timeline_xml],
+    deps=[TIMELINE_XML],
+    output_required=False,
     group_name=GROUP,
     owners=OWNERS,
     code_version=f"parser-{PARSER_VERSION}",
     description="One table per timeline: a row per sample time with the on-screen state, "
-    "asset class, scale, position and crop of video tracks V1..V20 (Parquet).",
+    "asset class, scale, position and crop of video tracks V1..V20 (Parquet). A file that "
+    "cannot be read fails its own partition, with its reason; the others are materialized.",
     kinds={"pandas", "parquet"},
 )
-def timeline_frames(
-    context: dg.AssetExecutionContext, config: IngestConfig, paths: DataPaths
-) -> dg.MaterializeResult:
+def timeline_frames(context: dg.AssetExecutionContext, config: IngestConfig, paths: DataPaths):
     layout = paths.layout
-    reports = [
-        ingest_timeline_file(layout, key, sample_rate_hz=config.sample_rate_hz)
-        for key in context.partition_keys
-    ]
-    ok = [r for r in reports if r["status"] == "ok"]
-    failed = {r["file"]: r["reason"] for r in reports if r["status"] != "ok"}
-    for r in ok:
-        for dropped in r["timeline"]["dropped_tracks"]:
-            context.log.warning(f"{r['file']}: track {dropped} beyond V20 is not in the frames")
-    for name, reason in failed.items():
-        context.log.error(f"{name}: left out: {reason}")
-    # One materialization covers every partition of the run: its version hashes all of them.
-    digest = hashlib.sha256()
-    for r in reports:
-        digest.update(f"{r['file']}\0{r.get('frames_sha256', r.get('reason'))}\n".encode())
-    rows = dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {
-                    "file": r["file"],
-                    "status": r["status"],
-                    "rows": r.get("rows", 0),
-                    "fps": r["timeline"]["fps"] if r["status"] == "ok" else 0.0,
-                    "video_tracks": r["timeline"]["n_video_tracks"] if r["status"] == "ok" else 0,
-                    "dropped_tracks": ", ".join(r["timeline"]["dropped_tracks"])
-                    if r["status"] == "ok"
-                    else "",
-                    "reason": r.get("reason", ""),
-                }
-            )
-            for r in reports
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("file", "string"),
-                dg.TableColumn("status", "string"),
-                dg.TableColumn("rows", "int"),
-                dg.TableColumn("fps", "float"),
-                dg.TableColumn("video_tracks", "int"),
-                dg.TableColumn("dropped_tracks", "string"),
-                dg.TableColumn("reason", "string"),
-            ]
-        ),
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(r["rows"] for r in ok),
-            "files_parsed": len(ok),
-            "files_failed": len(failed),
-            "failed_files": failed,
-            "files": rows,
-            "frames_dir": dg.MetadataValue.path(str(layout.frames_dir)),
-        },
-        data_version=dg.DataVersion(digest.hexdigest()[:32]),
-    )
+    if layout.frames_dir.is_dir():
+        remove_stale_temp_files(layout.frames_dir)
+    failed: dict[str, str] = {}
+    for key in context.partition_keys:
+        report = ingest_timeline_file(
+            layout, key, sample_rate_hz=config.sample_rate_hz, max_seconds=config.max_hours * 3600
+        )
+        if report["status"] != "ok":
+            failed[key] = report["reason"]
+            context.log.error(f"{key}: not parsed: {report['reason']}")
+            continue
+        for warning in report["timeline"]["warnings"]:
+            context.log.warning(f"{key}: {warning}")
+        # One event per file, carrying that file's metadata only.
+        yield dg.AssetMaterialization(
+            asset_key=context.asset_key,
+            partition=key,
+            metadata=frames_metadata(report),
+            tags=observation_tags(report["frames_sha256"]),
+        )
+    if failed:
+        # The run fails, so Dagster marks exactly these partitions failed (red); every file
+        # above is materialized already.
+        raise dg.Failure(
+            description=f"{len(failed)} of {len(context.partition_keys)} timeline files could "
+            "not be parsed; every other file is materialized.",
+            metadata={
+                "failed_files": table(
+                    [{"file": k, "reason": v} for k, v in sorted(failed.items())],
+                    {"file": "string", "reason": "string"},
+                )
+            },
+        )
 
 
 @dg.asset(
-    deps=[timeline_frames],
+    deps=[timeline_frames, TIMELINE_XML],
     group_name=GROUP,
     owners=OWNERS,
     code_version=f"parser-{PARSER_VERSION}",
     description="All timelines' frames in one CSV (183 columns: video_id, source_video_name, "
-    "time, then active/asset/scale/x/y/crop_l/crop_r/crop_t/crop_b for V1..V20).",
+    "time, then active/asset/scale/x/y/crop_l/crop_r/crop_t/crop_b for V1..V20). Each frames "
+    "table is checked against the hash recorded when it was written.",
     kinds={"csv"},
 )
 def master_training_data(
@@ -127,17 +135,23 @@ def master_training_data(
 ) -> dg.MaterializeResult:
     layout = paths.layout
     keys = context.instance.get_dynamic_partitions(timeline_files.name)
+    remove_stale_temp_files(layout.data_dir, recursive=False)
     with file_lock(layout.lock_file("master_training_data")):
         summary = build_master_csv(layout, keys)
     for name in summary.missing:
         context.log.warning(f"{name}: no frames yet; materialize timeline_frames for it")
+    for name, reason in summary.failed.items():
+        context.log.warning(f"{name}: left out: {reason}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary.rows,
             "dagster/column_schema": column_schema(),
             "column_count": len(COLUMNS),
             "video_count": len(summary.rows_per_video),
-            "rows_per_video": summary.rows_per_video,
+            "rows_per_video": table(
+                [{"video_id": v, "rows": n} for v, n in summary.rows_per_video.items()],
+                {"video_id": "string", "rows": "int"},
+            ),
             "dropped_tracks": summary.dropped_tracks,
             "failed_files": summary.failed,
             "files_without_frames": summary.missing,
@@ -151,20 +165,30 @@ def master_training_data(
 
 @dg.asset_check(
     asset=master_training_data,
-    description="Every timeline file in the watched folder parsed; failures are listed with "
-    "their reasons (a warning: the good files' rows are in the CSV either way).",
+    description="Every timeline file in the watched folder is in the master CSV; files that "
+    "failed or were left out are listed with their reasons (a warning: the good files' rows "
+    "are in the CSV either way).",
 )
 def all_timelines_parsed(
     context: dg.AssetCheckExecutionContext, paths: DataPaths
 ) -> dg.AssetCheckResult:
     keys = context.instance.get_dynamic_partitions(timeline_files.name)
-    failed = {}
+    event = context.instance.get_latest_materialization_event(master_training_data.key)
+    left_out = dict(event.asset_materialization.metadata["failed_files"].data) if event else {}
     for key in keys:
         report = read_report(paths.layout, key)
-        if report is not None and report["status"] != "ok":
-            failed[key] = report["reason"]
+        if report is None:
+            left_out.setdefault(key, "not parsed yet")
+        elif report["status"] != "ok":
+            left_out[key] = report["reason"]
     return dg.AssetCheckResult(
-        passed=not failed,
+        passed=not left_out,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"failed_files": failed, "files_checked": len(keys)},
+        metadata={"failed_files": left_out, "files_checked": len(keys)},
     )
+
+
+def master_sha256(context: dg.AssetExecutionContext, paths: DataPaths) -> str:
+    """The master CSV's hash as its materialization recorded it, after checking the file on
+    disk still has it (a truncated or replaced CSV is refused, not read)."""
+    return verified_sha256(context, master_training_data.key, paths.layout.master_csv)
