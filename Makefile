@@ -38,6 +38,7 @@ test: install browser
 
 # The Dagster UI on http://127.0.0.1:3000 over the same instance as `make demo`.
 ui: install
+	$(VENV)/bin/xmlai-assets init
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg dev --host 127.0.0.1 --port 3000
 
 # A corpus shaped like the real one: 110 timelines, about 80,000 rows at 10 Hz.

@@ -49,7 +49,7 @@ def remove_stale_temp_files(
     for tmp in found:
         try:
             pid = int(tmp.name[: -len(TEMP_SUFFIX)].split(".")[-2])
-            if now - tmp.lstat().st_mtime < min_age_s or _alive(pid):
+            if now - tmp.lstat().st_mtime < min_age_s or process_alive(pid):
                 continue
             tmp.unlink()
             removed.append(tmp)
@@ -58,7 +58,8 @@ def remove_stale_temp_files(
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -11,12 +12,49 @@ from xmlai_assets.paths import DEFAULT_DAGSTER_HOME, DataLayout
 
 
 def _instance():
-    # Materializations land in the persistent instance that `dg dev` shows.
+    """The persistent instance that `dg dev` shows, created and migrated once: a process that
+    finds it new does so holding a lock, so concurrent first starts (`make ui` and `make demo`
+    together) never race to create its tables."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DAGSTER_HOME)))
     home.mkdir(parents=True, exist_ok=True)
     import dagster as dg
 
-    return dg.DagsterInstance.get()
+    from xmlai_assets.atomic import file_lock
+
+    with file_lock(home / ".instance.lock"):
+        instance = dg.DagsterInstance.get()
+        # touch every storage, so each creates its tables now, under the lock
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("timeline_files")
+        instance.all_instigator_state()
+        instance.event_log_storage.get_asset_records()
+    fail_orphaned_runs(instance)
+    return instance
+
+
+def run_tags() -> dict[str, str]:
+    """Tags of a command-line run: which process on which host runs it."""
+    return {"xmlai/host": socket.gethostname(), "xmlai/pid": str(os.getpid())}
+
+
+def fail_orphaned_runs(instance) -> list[str]:
+    """Mark failed the command-line runs of this host whose process is gone (killed, or the
+    machine restarted), which would otherwise show as started forever; return their ids."""
+    import dagster as dg
+
+    from xmlai_assets.atomic import process_alive
+
+    orphaned = []
+    statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=statuses, tags={"xmlai/host": socket.gethostname()})
+    )
+    for run in runs:
+        pid = int(run.tags.get("xmlai/pid", "0"))
+        if pid and pid != os.getpid() and not process_alive(pid):
+            instance.report_run_failed(run, f"the process that ran it ({pid}) is gone")
+            orphaned.append(run.run_id)
+    return orphaned
 
 
 # The run log at INFO: what each step did, without Dagster's per-event DEBUG lines.
@@ -80,6 +118,7 @@ def run_pipeline(
             tags={
                 "dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last,
+                **run_tags(),
             },
             raise_on_error=False,
         )
@@ -105,6 +144,7 @@ def run_pipeline(
         instance=instance,
         asset_selection=sorted(downstream),
         run_config={**QUIET, **(run_config or {})},
+        tags=run_tags(),
         raise_on_error=False,
     )
     print_failed_checks(result)
@@ -168,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timelines-dir", type=Path, help="XML folder (default: DATA_DIR/timelines)")
     run.add_argument("--preset", type=Path, help="run config YAML, e.g. configs/train_quick.yaml")
     run.add_argument("--no-train", action="store_true", help="stop at the training sequences")
+    sub.add_parser("init", help="create the Dagster instance in DAGSTER_HOME if it is new")
     synth = sub.add_parser("synth", help="write synthetic Premiere-style timelines")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--count", type=int, default=110)
@@ -181,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.count):
             generate_timeline(args.seed + i, seconds=args.seconds).write(args.out)
         print(f"wrote {args.count} timelines to {args.out}")
+        return 0
+
+    if args.command == "init":
+        with _instance() as instance:
+            print(f"Dagster instance ready in {instance.root_directory}")
         return 0
 
     layout = DataLayout.from_env()

@@ -54,12 +54,14 @@ def observation_tags(version: str) -> dict[str, str]:
     return {DATA_VERSION_TAG: version[:32], DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
 
 
-def verified_sha256(context: dg.OpExecutionContext, key: dg.AssetKey, path) -> str:
+def verified_sha256(
+    context: dg.OpExecutionContext, key: dg.AssetKey, path, field: str = "sha256"
+) -> str:
     """The sha256 that `key`'s latest materialization recorded for `path`, after checking the
     file still has it: a truncated or replaced artifact stops the step with its reason instead
     of being read."""
     event = context.instance.get_latest_materialization_event(key)
-    recorded = event.asset_materialization.metadata.get("sha256") if event else None
+    recorded = event.asset_materialization.metadata.get(field) if event else None
     if recorded is None:
         raise dg.Failure(f"{key.to_user_string()} has no recorded materialization; materialize it")
     try:

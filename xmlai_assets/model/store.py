@@ -114,8 +114,19 @@ def set_champion(models_dir: str | os.PathLike[str], version: str) -> None:
 
 
 def champion(models_dir: str | os.PathLike[str]) -> str | None:
+    """The version the champion pointer names, or None. The pointer can only name a version
+    folder inside `models_dir` (`v` and four or more digits): anything else is a
+    `ModelStoreError`, never a path that is followed."""
     path = Path(models_dir) / CHAMPION
-    return path.read_text().strip() if path.exists() else None
+    try:
+        name = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelStoreError(f"{path}: unreadable champion pointer ({exc})") from exc
+    if not _VERSION.fullmatch(name):
+        raise ModelStoreError(f"{path}: {name[:80]!r} is not a model version name like v0001")
+    return name
 
 
 @dataclass
@@ -149,6 +160,8 @@ def load_model(
     version = champion(folder) if ref == CHAMPION else ref
     if version is None:
         raise ModelStoreError(f"{folder}: no champion model yet")
+    if not _VERSION.fullmatch(version):
+        raise ModelStoreError(f"{version!r} is not a model version name like v0001")
     path = folder / version
     try:
         config = json.loads((path / "config.json").read_text())
@@ -156,8 +169,12 @@ def load_model(
         scalers = json.loads((path / "scalers.json").read_text())["params"]
         model = MultiTrackTransformer(ModelConfig.from_dict(config["model"]))
         model.load_state_dict(load_file(path / "model.safetensors"))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelStoreError(f"{path}: cannot load model ({exc})") from exc
+        center = np.array([float(scalers[p]["center"]) for p in CONTINUOUS_PARAMS])
+        scale = np.array([float(scalers[p]["scale"]) for p in CONTINUOUS_PARAMS])
+    except Exception as exc:  # noqa: BLE001 - any damaged file (safetensors raises its own)
+        raise ModelStoreError(
+            f"{path}: cannot load model ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     model.eval()
     return LoadedModel(
         version=version,
@@ -165,8 +182,8 @@ def load_model(
         model=model,
         config=config,
         metadata=metadata,
-        center=np.array([scalers[p]["center"] for p in CONTINUOUS_PARAMS]),
-        scale=np.array([scalers[p]["scale"] for p in CONTINUOUS_PARAMS]),
+        center=center,
+        scale=scale,
     )
 
 

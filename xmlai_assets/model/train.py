@@ -175,11 +175,31 @@ def _set_rng_state(state: dict[str, torch.Tensor], shuffle: torch.Generator) -> 
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    """A checkpoint written by `train`, read without executing code (weights_only)."""
+def load_checkpoint(path: Path, log: Callable[[str], None] = print) -> dict | None:
+    """A checkpoint written by `train`, read without executing code (weights_only); None when
+    there is none. One that cannot be read (truncated, damaged, or not ours) is moved aside with
+    a warning, so that training starts over instead of failing on it every time."""
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not isinstance(state.get("key"), str):
+            raise ValueError("not a checkpoint of this training loop")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: set aside, start over
+        set_aside(path, exc, log)
+        return None
+    return state
+
+
+def set_aside(path: Path, exc: BaseException, log: Callable[[str], None]) -> Path:
+    """Move an unusable checkpoint out of the way (kept for inspection) and say so."""
+    aside = path.with_name(f"{path.name}.unusable")
+    os.replace(path, aside)
+    log(
+        f"warning: checkpoint {path} is unusable ({type(exc).__name__}: {str(exc)[:200]}); "
+        f"moved to {aside.name}, training starts over"
+    )
+    return aside
 
 
 def train(
@@ -207,21 +227,25 @@ def train(
     device = resolve_device(config.device)
     key = config.key(data_version)
     checkpoint_path = Path(checkpoint) if checkpoint else None
-    state = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    state = load_checkpoint(checkpoint_path, log) if checkpoint_path else None
     if state is not None and state.get("key") != key:
         log("checkpoint is of other settings or data: starting over")
         state = None
 
-    with torch.random.fork_rng(devices=[]):
+    def fresh_start():
         torch.manual_seed(config.seed)
         model = MultiTrackTransformer(config.model_config()).to(device)
         shuffle = torch.Generator().manual_seed(config.seed)
         batches = BatchIterator(train_data, config.batch_size, shuffle=True, generator=shuffle)
-        val_batches = list(BatchIterator(val_data, 64, shuffle=False))
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         scheduler = make_scheduler(optimizer, config, config.epochs * len(batches))
+        return model, shuffle, batches, optimizer, scheduler
+
+    with torch.random.fork_rng(devices=[]):
+        model, shuffle, batches, optimizer, scheduler = fresh_start()
+        val_batches = list(BatchIterator(val_data, 64, shuffle=False))
         class_weights = (
             class_weights_from(train_data.sequences, train_data.masks)
             if config.class_weights
@@ -231,15 +255,22 @@ def train(
         best_val, best_epoch, best_state, bad_epochs, step = math.inf, 0, None, 0, 0
         resumed_from = 0
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"], shuffle)
-            history = [EpochRecord(**r) for r in state["history"]]
-            best_val, best_epoch = state["best_val"], state["best_epoch"]
-            best_state, bad_epochs, step = state["best_model"], state["bad_epochs"], state["step"]
-            resumed_from = len(history)
-            log(f"resuming after epoch {resumed_from} (step {step}) from {checkpoint_path}")
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                _set_rng_state(state["rng"], shuffle)
+                history = [EpochRecord(**r) for r in state["history"]]
+                best_val, best_epoch = state["best_val"], state["best_epoch"]
+                best_state, bad_epochs = state["best_model"], state["bad_epochs"]
+                step = state["step"]
+                resumed_from = len(history)
+                log(f"resuming after epoch {resumed_from} (step {step}) from {checkpoint_path}")
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                set_aside(checkpoint_path, exc, log)
+                model, shuffle, batches, optimizer, scheduler = fresh_start()
+                history, best_state, step, resumed_from = [], None, 0, 0
+                best_val, best_epoch, bad_epochs = math.inf, 0, 0
 
         forward = torch.compile(model) if config.compile else model
         autocast = (

@@ -1,9 +1,7 @@
 """Safe defaults: the UI on loopback only, no telemetry, weights that load without code."""
 
-import pickle
 import re
 
-import pytest
 import torch
 import yaml
 from safetensors import safe_open
@@ -31,11 +29,14 @@ class Payload:
         return (print, ("ran code from a file",))
 
 
-def test_a_checkpoint_holding_code_is_refused_not_run(tmp_path):
+def test_a_checkpoint_holding_code_is_refused_not_run(tmp_path, capsys):
     path = tmp_path / "trained_model.pt"
     torch.save({"model": {}, "extra": Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError):
-        load_checkpoint(path)
+    warnings = []
+    assert load_checkpoint(path, warnings.append) is None
+    assert "ran code from a file" not in capsys.readouterr().out
+    assert "unusable" in warnings[0] and "UnpicklingError" in warnings[0]
+    assert not path.exists() and path.with_name("trained_model.pt.unusable").exists()
 
 
 def test_model_weights_are_safetensors_that_hold_only_tensors(tmp_path):

@@ -9,7 +9,6 @@ from xmlai_assets.defs.metadata import (
     observation_tags,
     rounded,
     table,
-    verified_sha256,
 )
 from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import DataPaths
@@ -186,9 +185,3 @@ def all_timelines_parsed(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"failed_files": left_out, "files_checked": len(keys)},
     )
-
-
-def master_sha256(context: dg.AssetExecutionContext, paths: DataPaths) -> str:
-    """The master CSV's hash as its materialization recorded it, after checking the file on
-    disk still has it (a truncated or replaced CSV is refused, not read)."""
-    return verified_sha256(context, master_training_data.key, paths.layout.master_csv)

@@ -6,7 +6,13 @@ import dagster as dg
 
 from xmlai_assets.atomic import file_lock
 from xmlai_assets.defs.ingest.assets import master_training_data
-from xmlai_assets.defs.metadata import OWNERS, column_schema, file_metadata, table
+from xmlai_assets.defs.metadata import (
+    OWNERS,
+    column_schema,
+    file_metadata,
+    table,
+    verified_sha256,
+)
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.preprocess import (
     FEATURES_VERSION,
@@ -60,6 +66,7 @@ def _data_version(sha256: str) -> dg.DataVersion:
     name="video_split",
 )
 def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: DataPaths):
+    verified_sha256(context, master_training_data.key, paths.layout.master_csv)
     with file_lock(paths.layout.lock_file("split")):
         summary = split_master(paths.layout, config.val_fraction, config.seed)
     context.log.info(
@@ -98,6 +105,7 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
 def scalers(
     context: dg.AssetExecutionContext, config: ScalerConfig, paths: DataPaths
 ) -> dg.MaterializeResult:
+    verified_sha256(context, dg.AssetKey("train_data"), paths.layout.train_csv)
     with file_lock(paths.layout.lock_file("scalers")):
         summary = fit_train_scalers(paths.layout, config.kind)
     context.log.info(f"{config.kind} scalers fitted on {summary.rows} training rows")
@@ -115,7 +123,7 @@ def scalers(
             **file_metadata(summary.pickle),
             **file_metadata(summary.json, prefix="json_"),
         },
-        data_version=_data_version(summary.pickle.sha256),
+        data_version=_data_version(summary.json.sha256),
     )
 
 
@@ -138,6 +146,10 @@ def scalers(
     name="training_sequences",
 )
 def training_sequences(context: dg.AssetExecutionContext, config: WindowConfig, paths: DataPaths):
+    layout = paths.layout
+    verified_sha256(context, dg.AssetKey("train_data"), layout.train_csv)
+    verified_sha256(context, dg.AssetKey("val_data"), layout.val_csv)
+    verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
     with file_lock(paths.layout.lock_file("sequences")):
         summaries = build_sequences(paths.layout, config.window, config.stride)
     for split in SPLITS:

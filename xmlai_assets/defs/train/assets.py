@@ -9,7 +9,7 @@ import dagster as dg
 import pydantic
 
 from xmlai_assets.atomic import file_lock
-from xmlai_assets.defs.metadata import OWNERS, table
+from xmlai_assets.defs.metadata import OWNERS, table, verified_sha256
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.model.pipeline import MODEL_VERSION, fit_model
 from xmlai_assets.model.train import TrainConfig
@@ -69,6 +69,9 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
     settings = TrainConfig.from_dict(
         {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     )
+    verified_sha256(context, dg.AssetKey("train_sequences"), layout.train_sequences)
+    verified_sha256(context, dg.AssetKey("val_sequences"), layout.val_sequences)
+    verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
     with file_lock(layout.lock_file("trained_model")):
         summary = fit_model(
             layout,
