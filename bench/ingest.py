@@ -103,11 +103,49 @@ def bench_corpus(folder: Path | None) -> None:
         print(f"  total                      {parse_s + master_s:8.2f} s")
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def bench_many_files(count: int, seconds: float) -> None:
+    """The ingest stage (files to master CSV) on `count` files through the Dagster instance
+    twice: the second run has nothing to parse. Prints both times and the instance's size."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from xmlai_assets.cli import run_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = DataLayout.at(Path(tmp) / "data")
+        for seed in range(count):
+            generate_timeline(seed, seconds=seconds).write(layout.timelines_dir)
+        home = Path(tmp) / "home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        times, sizes = [], []
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+            for _ in range(2):
+                t = time.perf_counter()
+                assert run_pipeline(layout, instance, ingest_only=True)
+                times.append(time.perf_counter() - t)
+                sizes.append(folder_bytes(home))
+        print(f"\n{count} files of {seconds:g} s, ingest through the Dagster instance (SQLite)")
+        print(f"  first run                  {times[0]:8.1f} s, instance {sizes[0] / 1e6:.1f} MB")
+        print(f"  rerun, nothing changed     {times[1]:8.1f} s, instance {sizes[1] / 1e6:.1f} MB")
+        print(f"  rerun / first              {times[1] / times[0]:8.2f} x   (target <= 0.10)")
+        print(
+            f"  instance growth per file   {(sizes[1] - sizes[0]) / count / 1e3:8.1f} kB a run "
+            f"(first run {sizes[0] / count / 1e3:.1f} kB a file)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--external", type=Path, default=EXTERNAL)
     parser.add_argument("--corpus", type=Path, help="an existing corpus folder (default: generate)")
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--files", type=int, default=2000, help="files for the instance run")
+    parser.add_argument("--file-seconds", type=float, default=20.0)
     args = parser.parse_args()
     prg6 = args.external / "Adobe Premiere CC Prg6.xml"
     if prg6.exists():
@@ -115,6 +153,8 @@ def main() -> None:
     else:
         print(f"{prg6} not found: skipping the single-file comparison")
     bench_corpus(args.corpus)
+    if args.files:
+        bench_many_files(args.files, args.file_seconds)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,12 @@ def contiguous_ranges(keys: list[str], wanted: list[str]) -> list[tuple[str, str
 
 
 def run_pipeline(
-    layout: DataLayout, instance, run_config: dict | None = None, *, train: bool = True
+    layout: DataLayout,
+    instance,
+    run_config: dict | None = None,
+    *,
+    train: bool = True,
+    ingest_only: bool = False,
 ) -> bool:
     """Register the folder's timeline files as partitions, parse the new and changed ones (in
     one run where they are contiguous), observe the folder, then materialize the master CSV and
@@ -136,9 +141,11 @@ def run_pipeline(
     for key, reason in sorted(failed.items()):
         print(f"  not parsed: {key}: {reason}")
     master = dg.AssetKey("master_training_data")
-    selection = dg.AssetSelection.assets(master).downstream()
+    selection = dg.AssetSelection.assets(master).downstream().materializable()
     if not train:
         selection = selection - dg.AssetSelection.groups("train")
+    if ingest_only:
+        selection = dg.AssetSelection.assets(master)
     downstream = selection.resolve(defs.resolve_asset_graph())
     result = job.execute_in_process(
         instance=instance,

@@ -17,12 +17,16 @@ CHECK_MODULES = (ingest, preprocess_checks)
 
 def build_definitions(paths: DataPaths | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(ASSET_MODULES),
+        # the champion is reported by the training step, not computed by one of its own
+        assets=[*dg.load_assets_from_modules(ASSET_MODULES), train.champion_model],
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
-        jobs=[automation.retrain_job],
+        jobs=[automation.retrain_job, automation.quick_model_job, automation.full_model_job],
         schedules=[automation.retrain_schedule],
         sensors=[automation.timeline_files_sensor],
         resources={"paths": paths or DataPaths.from_env()},
+        # Every step of a run in one process, as on the command line: a step costs its work,
+        # not a fresh interpreter.
+        executor=dg.in_process_executor,
     )
 
 

@@ -23,17 +23,45 @@ from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import observation_tags
 from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import DataPaths
-from xmlai_assets.paths import scan_timeline_folder
+from xmlai_assets.paths import PROJECT_ROOT, scan_timeline_folder
 from xmlai_assets.timeline.ingest import folder_version, is_current, read_report
 
 FRAMES = dg.AssetKey("timeline_frames")
 MASTER = dg.AssetKey("master_training_data")
 
+FROM_MASTER = dg.AssetSelection.assets(MASTER).downstream().materializable()
+
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.assets(MASTER).downstream(),
+    selection=FROM_MASTER,
     description="The master CSV, preprocessing and a new model version from every timeline "
-    "ingested so far, with all their checks.",
+    "ingested so far, with all their checks (the schedule's job; XMLAI_RETRAIN_PRESET sets "
+    "its model).",
+)
+
+
+def preset(name: str) -> dict:
+    """A run-config preset from configs/ (the launchpad opens with it, and any field can still
+    be changed there)."""
+    return yaml.safe_load((PROJECT_ROOT / "configs" / name).read_text())
+
+
+quick_model_job = dg.define_asset_job(
+    "quick_model",
+    selection=FROM_MASTER,
+    config=preset("train_quick.yaml"),
+    description="One click: the master CSV, preprocessing and a SMALL model version "
+    "(configs/train_quick.yaml): about a minute on a laptop CPU, for the bundled sample and "
+    "for trying things out.",
+)
+
+full_model_job = dg.define_asset_job(
+    "full_model",
+    selection=FROM_MASTER,
+    config=preset("train_full.yaml"),
+    description="One click: the master CSV, preprocessing and the FULL model version "
+    "(configs/train_full.yaml, the defaults): minutes on a GPU, most of an hour on a laptop "
+    "CPU.",
 )
 
 

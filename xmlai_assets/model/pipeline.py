@@ -20,24 +20,45 @@ import numpy as np
 import sklearn
 import torch
 
+from xmlai_assets.model.config import MODEL_VERSION
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
-from xmlai_assets.model.evaluate import Priors, evaluate_against_baselines, model_predictor
-from xmlai_assets.model.store import champion, save_version, set_champion
+from xmlai_assets.model.evaluate import (
+    Priors,
+    evaluate,
+    evaluate_against_baselines,
+    model_predictor,
+)
+from xmlai_assets.model.store import (
+    ModelStoreError,
+    champion,
+    load_model,
+    predictor_in_units_of,
+    save_version,
+    set_champion,
+)
 from xmlai_assets.model.train import EpochRecord, TrainConfig, TrainResult, train
 from xmlai_assets.model.transformer import count_parameters
 from xmlai_assets.paths import DataLayout
+from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
 from xmlai_assets.timeline.tables import file_sha256
 
-MODEL_VERSION = "1"  # bump when the model, objective or evaluation changes
+
+@dataclass
+class Promotion:
+    """Whether a new version became the champion, and why (or why not)."""
+
+    promoted: bool
+    reason: str
+    previous: str | None  # the champion before this version
+    previous_loss: float | None  # its loss on this version's validation windows
 
 
 @dataclass
 class ModelSummary:
     result: TrainResult
     metrics: dict[str, dict[str, float]]
-    beats_persistence: bool
+    promotion: Promotion
     version: Path
-    is_champion: bool
     parameters: int
     data_versions: dict[str, str]
     weights_sha256: str
@@ -79,6 +100,65 @@ def loss_curve(history: list[EpochRecord], best_epoch: int) -> bytes:
     return buffer.getvalue()
 
 
+def _champion_on(
+    layout: DataLayout, val_batches, scalers: dict, config: TrainConfig, class_weights
+) -> tuple[str | None, dict[str, float] | None, str]:
+    """(the current champion, its metrics on these validation windows in this run's units and
+    loss, a note when it could not be scored)."""
+    try:
+        current = champion(layout.models_dir)
+        if current is None:
+            return None, None, "there is no champion yet"
+        loaded = load_model(current, layout.models_dir)
+    except ModelStoreError as exc:
+        return None, None, f"the champion cannot be loaded ({exc})"
+    center = np.array([scalers[p]["center"] for p in CONTINUOUS_PARAMS])
+    scale = np.array([scalers[p]["scale"] for p in CONTINUOUS_PARAMS])
+    metrics = evaluate(
+        predictor_in_units_of(loaded, center, scale),
+        val_batches,
+        value_scale={p: scalers[p]["scale"] for p in CONTINUOUS_PARAMS},
+        weights=config.loss_weights,
+        class_weights=class_weights,
+    )
+    return current, metrics, ""
+
+
+def decide_promotion(
+    metrics: dict[str, dict[str, float]], current: str | None, note: str = ""
+) -> Promotion:
+    """A new version becomes the champion only when it beats copying the previous step and the
+    current champion, both scored on the new version's validation windows."""
+    loss, copy = metrics["model"]["loss"], metrics["persistence"]["loss"]
+    previous_loss = metrics["champion"]["loss"] if "champion" in metrics else None
+    if not loss < copy:
+        return Promotion(
+            False,
+            f"validation loss {loss:.4f} does not beat copying the previous step ({copy:.4f})",
+            current,
+            previous_loss,
+        )
+    if previous_loss is not None and not loss < previous_loss:
+        return Promotion(
+            False,
+            f"validation loss {loss:.4f} does not beat the champion {current} "
+            f"({previous_loss:.4f} on the same validation windows)",
+            current,
+            previous_loss,
+        )
+    versus = (
+        f"the champion {current} ({previous_loss:.4f} on the same validation windows)"
+        if previous_loss is not None
+        else note
+    )
+    return Promotion(
+        True,
+        f"validation loss {loss:.4f} beats copying the previous step ({copy:.4f}) and {versus}",
+        current,
+        previous_loss,
+    )
+
+
 def fit_model(
     layout: DataLayout,
     config: TrainConfig,
@@ -102,15 +182,21 @@ def fit_model(
     scalers = json.loads(layout.scalers_json.read_text())["params"]
     value_scale = {param: stats["scale"] for param, stats in scalers.items()}
     priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
+    val_batches = list(BatchIterator(val_data, 64, shuffle=False))
     metrics = evaluate_against_baselines(
         model_predictor(result.model),
-        list(BatchIterator(val_data, 64, shuffle=False)),
+        val_batches,
         priors,
         value_scale=value_scale,
         weights=config.loss_weights,
         class_weights=result.class_weights,
     )
-    beats = metrics["model"]["loss"] < metrics["persistence"]["loss"]
+    current, champion_metrics, note = _champion_on(
+        layout, val_batches, scalers, config, result.class_weights
+    )
+    if champion_metrics is not None:
+        metrics["champion"] = champion_metrics
+    promotion = decide_promotion(metrics, current, note)
     png = loss_curve(result.history, result.best_epoch)
     metadata = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -118,7 +204,7 @@ def fit_model(
         "seed": config.seed,
         "data_versions": data_versions,
         "metrics": metrics,
-        "beats_persistence": beats,
+        "promotion": asdict(promotion),
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
@@ -146,25 +232,19 @@ def fit_model(
         scalers_json=layout.scalers_json,
         extra_files={"loss_curve.png": png},
     )
-    if beats:
+    if promotion.promoted:
         set_champion(layout.models_dir, version.name)
-        log(f"{version.name} beats copying the previous step: it is the champion now")
+        log(f"{version.name} is the champion now: {promotion.reason}")
     else:
-        log(
-            f"{version.name} does not beat copying the previous step "
-            f"(validation loss {metrics['model']['loss']:.4f} against "
-            f"{metrics['persistence']['loss']:.4f}); the champion stays "
-            f"{champion(layout.models_dir) or 'unset'}"
-        )
+        log(f"{version.name} is not promoted: {promotion.reason}")
     # the run is complete and its version written: a rerun starts afresh
     layout.train_checkpoint.unlink(missing_ok=True)
     weights = version / "model.safetensors"
     return ModelSummary(
         result=result,
         metrics=metrics,
-        beats_persistence=beats,
+        promotion=promotion,
         version=version,
-        is_champion=champion(layout.models_dir) == version.name,
         parameters=count_parameters(result.model),
         data_versions=data_versions,
         weights_sha256=file_sha256(weights),

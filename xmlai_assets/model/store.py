@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from xmlai_assets.atomic import atomic_write_bytes
+from xmlai_assets.model.data import Batch
 from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
 from xmlai_assets.timeline.schema import (
     CONTINUOUS_PARAMS,
@@ -185,6 +187,34 @@ def load_model(
         center=center,
         scale=scale,
     )
+
+
+def predictor_in_units_of(
+    loaded: LoadedModel, center: np.ndarray, scale: np.ndarray
+) -> Callable[[Batch], dict[str, torch.Tensor]]:
+    """`loaded`'s predictions on batches scaled by other scalers (`center`, `scale`), returned
+    in those same units: a model of another version can then be scored on this version's
+    validation windows with this version's loss, which is what makes the two comparable."""
+    own_center = torch.as_tensor(loaded.center, dtype=torch.float32)
+    own_scale = torch.as_tensor(loaded.scale, dtype=torch.float32)
+    their_center = torch.as_tensor(np.asarray(center), dtype=torch.float32)
+    their_scale = torch.as_tensor(np.asarray(scale), dtype=torch.float32)
+
+    def predict(batch: Batch) -> dict[str, torch.Tensor]:
+        b, t, _ = batch.sequences.shape
+        tracks = batch.sequences.reshape(b, t, N_TRACKS, -1).clone()
+        on = tracks[..., 0:1] == 1
+        original = tracks[..., 2:] * their_scale + their_center
+        tracks[..., 2:] = torch.where(on, (original - own_center) / own_scale, 0.0)
+        with torch.no_grad():
+            out = loaded.model(tracks.reshape(b, t, -1), batch.masks)
+        out = {k: v.float() for k, v in out.items()}
+        for i, param in enumerate(CONTINUOUS_PARAMS):
+            original = out[param] * own_scale[i] + own_center[i]
+            out[param] = (original - their_center[i]) / their_scale[i]
+        return out
+
+    return predict
 
 
 @dataclass

@@ -10,36 +10,14 @@ predict the change from the current step, so holding a value still is the easy d
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
-from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, N_TRACKS, TRACK_PARAMS
+from xmlai_assets.model.config import HEADS, N_ACTIVE, N_ASSETS, N_PARAMS, ModelConfig
+from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
 
-N_PARAMS = len(TRACK_PARAMS)
-N_ACTIVE = 2
-N_ASSETS = 10
-HEADS = ("active", "asset", *CONTINUOUS_PARAMS)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    d_model: int = 256
-    n_heads: int = 8
-    n_layers: int = 6
-    d_ff: int = 1024
-    dropout: float = 0.1
-    n_tracks: int = N_TRACKS
-    n_assets: int = N_ASSETS
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+__all__ = ["HEADS", "N_ACTIVE", "N_ASSETS", "N_PARAMS", "ModelConfig", "MultiTrackTransformer"]
 
 
 def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:

@@ -8,8 +8,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
 from xmlai_assets.atomic import atomic_write_bytes
 from xmlai_assets.paths import DataLayout, UnsafeTimelineKey, list_timeline_files
 from xmlai_assets.timeline.parser import DEFAULT_MAX_SECONDS, parse_timeline_with_info
@@ -151,18 +149,24 @@ class MasterSummary:
     dropped_tracks: dict[str, list[str]] = field(default_factory=dict)
     sha256: str = ""
     size_bytes: int = 0
+    inputs: str = ""  # digest of the frames tables it was made from
+    rewritten: bool = True
 
 
-def build_master_csv(layout: DataLayout, names: list[str]) -> MasterSummary:
+def build_master_csv(
+    layout: DataLayout, names: list[str], previous: dict[str, str] | None = None
+) -> MasterSummary:
     """Concatenate the frames of `names` (in sorted order) into the master CSV, atomically.
 
     Each frames table must still hash to what its report recorded; a table that does not, or
     whose video id another file already uses (names that differ only by case), is left out
-    with its reason.
+    with its reason. When the tables are the ones `previous` (the last build's `inputs` and
+    `sha256`) was made from and the CSV on disk still has that hash, it is not written again.
     """
-    tables: list[pa.Table] = []
     summary = MasterSummary(rows=0, rows_per_video={})
     owners: dict[str, str] = {}  # case-folded video id -> the file that has it
+    included: list[str] = []
+    inputs = hashlib.sha256()
     for name in sorted(names):
         report = read_report(layout, name)
         frames = layout.frames_file(name)
@@ -184,14 +188,24 @@ def build_master_csv(layout: DataLayout, names: list[str]) -> MasterSummary:
             summary.failed[name] = "its frames table changed since it was written; parse it again"
             continue
         owners[video_id.casefold()] = name
-        table = read_frames(frames)
-        tables.append(table)
-        summary.rows_per_video[video_id] = table.num_rows
+        included.append(name)
+        inputs.update(f"{name}\0{report['frames_sha256']}\n".encode("utf-8", "surrogateescape"))
+        summary.rows_per_video[video_id] = report["rows"]
         if report["timeline"]["dropped_tracks"]:
             summary.dropped_tracks[name] = report["timeline"]["dropped_tracks"]
-    master = concat_frames(tables)
-    write_csv(master, layout.master_csv)
-    summary.rows = master.num_rows
+    summary.inputs = inputs.hexdigest()
+    summary.rows = sum(summary.rows_per_video.values())
+    unchanged = (
+        previous is not None
+        and previous.get("inputs") == summary.inputs
+        and layout.master_csv.is_file()
+        and file_sha256(layout.master_csv) == previous.get("sha256")
+    )
+    if not unchanged:
+        master = concat_frames(read_frames(layout.frames_file(name)) for name in included)
+        write_csv(master, layout.master_csv)
+        del master
+    summary.rewritten = not unchanged
     summary.sha256 = file_sha256(layout.master_csv)
     summary.size_bytes = layout.master_csv.stat().st_size
     return summary

@@ -40,7 +40,11 @@ def describe(defs: dg.Definitions) -> dict:
         for s in defs.schedules or []
     }
     sensors = {s.name: {"interval_s": s.minimum_interval_seconds} for s in defs.sensors or []}
-    return {"assets": assets, "schedules": schedules, "sensors": sensors}
+    jobs = {
+        job.name: sorted(k.to_user_string() for k in job.selection.resolve(graph))
+        for job in defs.jobs or []
+    }
+    return {"assets": assets, "schedules": schedules, "sensors": sensors, "jobs": jobs}
 
 
 def test_definitions_match_the_snapshot():

@@ -143,8 +143,8 @@ def test_configured_split_and_windows_are_used_and_checked(layout):
 def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatch):
     real_build = ingest_assets.build_master_csv
 
-    def build_then_break(layout, names):
-        summary = real_build(layout, names)
+    def build_then_break(layout, names, previous=None):
+        summary = real_build(layout, names, previous)
         df = pd.read_csv(layout.master_csv)
         df.loc[3, "target_v1_crop_l"] = 150.0
         df.to_csv(layout.master_csv, index=False)
@@ -173,11 +173,11 @@ def test_preprocess_lineage_and_checks_in_the_definitions():
         k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys} for k in PREPROCESS
     }
     assert parents == {
-        "train_data": {"master_training_data"},
-        "val_data": {"master_training_data"},
-        "scalers": {"train_data"},
-        "train_sequences": {"train_data", "scalers"},
-        "val_sequences": {"val_data", "scalers"},
+        "train_data": {"master_training_data", "timeline_xml"},
+        "val_data": {"master_training_data", "timeline_xml"},
+        "scalers": {"train_data", "timeline_xml"},
+        "train_sequences": {"train_data", "scalers", "timeline_xml"},
+        "val_sequences": {"val_data", "scalers", "timeline_xml"},
     }
     for key in PREPROCESS:
         node = graph.get(dg.AssetKey(key))

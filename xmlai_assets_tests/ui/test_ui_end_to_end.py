@@ -26,7 +26,7 @@ from xmlai_assets.synth import generate_timeline
 pytestmark = pytest.mark.ui
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-LOCATION, REPOSITORY = "xmlai_assets.definitions", "__repository__"
+LOCATION, REPOSITORY = "xmlai_assets", "__repository__"
 DOWNSTREAM_OF_FILES = [
     "master_training_data",
     "train_data",
@@ -98,11 +98,16 @@ def server(tmp_path):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     for seed in range(4):
         generate_timeline(seed, seconds=10, name=f"clip {seed}").write(data / "timelines")
+    # a broken export beside the good ones: its partition must show failed, the rest not
+    (data / "timelines" / "broken.xml").write_text("<xmeml version='4'><sequence><broken")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    generate_timeline(9, seconds=10, name="outside").write(outside)
     port, log = _free_port(), tmp_path / "dagster-dev.log"
     env = {**os.environ, "DAGSTER_HOME": str(home), "XMLAI_DATA_DIR": str(data)}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-m", LOCATION]
+            [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
             + ["--host", "127.0.0.1", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env=env,
@@ -112,6 +117,7 @@ def server(tmp_path):
         )
     srv = Server(port, process, log)
     srv.data = data
+    srv.outside = outside
     try:
         srv.wait(
             "the code location to load",
@@ -150,6 +156,15 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
 } }
 """
 RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+PARTITION_STATS = """
+query { assetNodeOrError(assetKey: {path: ["timeline_frames"]}) {
+  ... on AssetNode { partitionStats { numMaterialized numFailed } } } }
+"""
+ADD_PARTITION = """
+mutation($repo: RepositorySelector!, $key: String!) {
+  addDynamicPartition(repositorySelector: $repo, partitionsDefName: "timeline_files",
+                      partitionKey: $key) { __typename } }
+"""
 LATEST_METADATA = """
 query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
   ... on Asset { assetMaterializations(limit: 1) { metadataEntries {
@@ -157,8 +172,21 @@ query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
     ... on IntMetadataEntry { intValue }
     ... on FloatMetadataEntry { floatValue }
     ... on PathMetadataEntry { path }
+    ... on BoolMetadataEntry { boolValue }
   } } } } }
 """
+
+
+def _run_to_end(server, params) -> str:
+    launched = server.graphql(LAUNCH, params=params)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def finished():
+        status = server.graphql(RUN_STATUS, id=run_id)["runOrError"]["status"]
+        return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    return server.wait("the run to finish", finished, timeout=600)
 
 
 def _frames_partitions(server) -> dict[str, list[str]]:
@@ -172,7 +200,10 @@ def _frames_partitions(server) -> dict[str, list[str]]:
 def _metadata(server, key: str) -> dict:
     record = server.graphql(LATEST_METADATA, path=[key])["assetOrError"]["assetMaterializations"]
     entries = record[0]["metadataEntries"]
-    return {e["label"]: e.get("intValue", e.get("floatValue", e.get("path"))) for e in entries}
+    return {
+        e["label"]: e.get("intValue", e.get("floatValue", e.get("path", e.get("boolValue"))))
+        for e in entries
+    }
 
 
 def _browser():
@@ -209,13 +240,26 @@ def _page_shows(driver, url: str, texts: list[str], screenshot: Path) -> None:
 
 
 def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
-    # 1. the sensor (running by default) gives each file a partition and parses it
+    # 1. the sensor (running by default) gives each file a partition and parses it; the
+    # broken file's partition is failed, not materialized
     files = {f"clip {i}.xml" for i in range(4)}
     server.wait(
         "the sensor's frames runs",
         lambda: files <= set(_frames_partitions(server)),
         timeout=240,
     )
+    stats = server.wait(
+        "the broken file's partition to fail",
+        lambda: (
+            (s := server.graphql(PARTITION_STATS)["assetNodeOrError"]["partitionStats"])[
+                "numFailed"
+            ]
+            == 1
+            and s
+        ),
+        timeout=240,
+    )
+    assert stats["numMaterialized"] == 4 and "broken.xml" not in _frames_partitions(server)
     before = _frames_partitions(server)
     # a file dropped in while the server runs: exactly its partition appears and materializes
     generate_timeline(10, seconds=10, name="dropped later").write(server.data / "timelines")
@@ -227,6 +271,28 @@ def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
     after = _frames_partitions(server)
     assert {k: v for k, v in after.items() if k != "dropped later.xml"} == before
     assert len(after["dropped later.xml"]) == 1
+
+    # a key that is a path, added as the UI (or anyone reaching its GraphQL) can: its run fails
+    # and nothing outside the folders is read or written
+    repo = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+    hostile = f"../../{server.outside.name}/outside.xml"
+    before_outside = sorted(server.outside.iterdir())
+    server.graphql(ADD_PARTITION, repo=repo, key=hostile)
+    status = _run_to_end(
+        server,
+        {
+            "selector": {
+                **repo,
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": ["timeline_frames"]}],
+            },
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": hostile}]},
+            "mode": "default",
+        },
+    )
+    assert status == "FAILURE"
+    assert sorted(server.outside.iterdir()) == before_outside
+    assert all(p.resolve().is_relative_to(server.data.resolve()) for p in server.data.rglob("*"))
 
     # 2. Materialize, as the UI's button does: the implicit asset job over the selection
     params = {
@@ -252,6 +318,14 @@ def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
         timeout=600,
     )
     assert status == "SUCCESS", server.log_tail()
+    # the master keeps every good file's rows and lists the broken one
+    assert set(pd.read_csv(server.data / "master_training_data.csv")["video_id"]) == {
+        "clip 0",
+        "clip 1",
+        "clip 2",
+        "clip 3",
+        "dropped later",
+    }
 
     # 3. the recorded metadata, read back through GraphQL
     master = _metadata(server, "master_training_data")
@@ -285,8 +359,22 @@ def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
         _page_shows(
             driver,
             f"{server.url}/assets/trained_model",
-            ["trained_model", "val_loss", repr(val_loss), "persistence_val_loss"],
+            ["trained_model", "val_loss", repr(val_loss), "persistence_val_loss", "promoted"],
             shots / "trained_model.png",
+        )
+        # the failed partition, as the partitions tab counts it
+        _page_shows(
+            driver,
+            f"{server.url}/assets/timeline_frames?view=partitions",
+            ["Failed", "broken.xml"],
+            shots / "timeline_frames_partitions.png",
+        )
+        # the champion: its own asset, naming the version that earned it
+        champion_texts = ["champion_model"]
+        if model["promoted"]:
+            champion_texts += ["version_name", "v0001"]
+        _page_shows(
+            driver, f"{server.url}/assets/champion_model", champion_texts, shots / "champion.png"
         )
     finally:
         driver.quit()

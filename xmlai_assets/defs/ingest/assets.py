@@ -23,6 +23,8 @@ from xmlai_assets.timeline.parser import DEFAULT_MAX_SECONDS
 from xmlai_assets.timeline.schema import COLUMNS
 
 GROUP = "ingest"
+# Every asset made from the timelines depends on this one too: a new folder version then marks
+# each of them stale in the UI (Dagster's staleness looks one level up, not further).
 TIMELINE_XML = dg.AssetKey("timeline_xml")
 
 
@@ -135,8 +137,16 @@ def master_training_data(
     layout = paths.layout
     keys = context.instance.get_dynamic_partitions(timeline_files.name)
     remove_stale_temp_files(layout.data_dir, recursive=False)
+    last = context.instance.get_latest_materialization_event(context.asset_key)
+    previous = None
+    if last is not None:
+        recorded = last.asset_materialization.metadata
+        if "inputs" in recorded and "sha256" in recorded:
+            previous = {"inputs": recorded["inputs"].value, "sha256": recorded["sha256"].value}
     with file_lock(layout.lock_file("master_training_data")):
-        summary = build_master_csv(layout, keys)
+        summary = build_master_csv(layout, keys, previous)
+    if not summary.rewritten:
+        context.log.info("the frames tables are the ones the CSV was made from: kept as it is")
     for name in summary.missing:
         context.log.warning(f"{name}: no frames yet; materialize timeline_frames for it")
     for name, reason in summary.failed.items():
@@ -157,6 +167,7 @@ def master_training_data(
             "path": dg.MetadataValue.path(str(layout.master_csv)),
             "size_bytes": summary.size_bytes,
             "sha256": summary.sha256,
+            "inputs": summary.inputs,
         },
         data_version=dg.DataVersion(summary.sha256[:32]),
     )

@@ -5,7 +5,7 @@ from typing import Literal
 import dagster as dg
 
 from xmlai_assets.atomic import file_lock
-from xmlai_assets.defs.ingest.assets import master_training_data
+from xmlai_assets.defs.ingest.assets import TIMELINE_XML, master_training_data
 from xmlai_assets.defs.metadata import (
     OWNERS,
     column_schema,
@@ -53,7 +53,7 @@ def _data_version(sha256: str) -> dg.DataVersion:
     specs=[
         dg.AssetSpec(
             f"{split}_data",
-            deps=[master_training_data],
+            deps=[master_training_data, TIMELINE_XML],
             group_name=GROUP,
             owners=OWNERS,
             code_version=CODE_VERSION,
@@ -93,7 +93,7 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
 
 
 @dg.asset(
-    deps=["train_data"],
+    deps=["train_data", TIMELINE_XML],
     group_name=GROUP,
     owners=OWNERS,
     code_version=CODE_VERSION,
@@ -131,7 +131,7 @@ def scalers(
     specs=[
         dg.AssetSpec(
             f"{split}_sequences",
-            deps=[f"{split}_data", "scalers"],
+            deps=[f"{split}_data", "scalers", TIMELINE_XML],
             group_name=GROUP,
             owners=OWNERS,
             code_version=CODE_VERSION,

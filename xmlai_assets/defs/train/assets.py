@@ -1,4 +1,9 @@
-"""Train: the multi-track transformer on next-step prediction, evaluated against baselines."""
+"""Train: the multi-track transformer on next-step prediction, evaluated against baselines,
+and the champion: the best version so far.
+
+torch is imported by the training step only: every other step of a run loads this module
+without it.
+"""
 
 import base64
 import dataclasses
@@ -9,10 +14,10 @@ import dagster as dg
 import pydantic
 
 from xmlai_assets.atomic import file_lock
-from xmlai_assets.defs.metadata import OWNERS, table, verified_sha256
+from xmlai_assets.defs.ingest.assets import TIMELINE_XML
+from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
 from xmlai_assets.defs.resources import DataPaths
-from xmlai_assets.model.pipeline import MODEL_VERSION, fit_model
-from xmlai_assets.model.train import TrainConfig
+from xmlai_assets.model.config import MODEL_VERSION, TrainConfig
 
 GROUP = "train"
 
@@ -32,22 +37,26 @@ def _config_class() -> type[dg.Config]:
 
 
 TrainModelConfig = _config_class()
-BASELINES = ("model", "persistence", "majority_mean")
+COLUMNS = ("model", "champion", "persistence", "majority_mean")
+CHAMPION = dg.AssetKey("champion_model")
 
 
 def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
-    def cell(value: float) -> float | None:
-        return round(value, 6) if math.isfinite(value) else None  # nothing scored: empty
+    def cell(value: float | None) -> float | None:
+        if value is None or not math.isfinite(value):
+            return None  # nothing scored (or no champion to score): empty
+        return float(f"{value:.4g}")
 
+    names = [name for name in COLUMNS if name in metrics]
     records = [
-        {"metric": key, **{name: cell(metrics[name][key]) for name in BASELINES}}
+        {"metric": key, **{name: cell(metrics[name].get(key)) for name in names}}
         for key in metrics["model"]
     ]
-    return table(records, {"metric": "string"} | dict.fromkeys(BASELINES, "float"))
+    return table(records, {"metric": "string"} | dict.fromkeys(names, "float"))
 
 
 @dg.asset(
-    deps=["train_sequences", "val_sequences", "scalers"],
+    deps=["train_sequences", "val_sequences", "scalers", TIMELINE_XML],
     group_name=GROUP,
     owners=OWNERS,
     code_version=f"model-{MODEL_VERSION}",
@@ -57,10 +66,12 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
     kinds={"pytorch"},
     check_specs=[
         dg.AssetCheckSpec(
-            "beats_persistence",
+            "promoted",
             asset="trained_model",
-            description="The model's validation loss is below that of copying the previous "
-            "step (the champion moves only then).",
+            description="Passes when this version became the champion: its validation loss "
+            "beats copying the previous step and beats the current champion, the champion "
+            "scored on this version's validation windows with this version's loss. A warning "
+            "otherwise: the version is kept, the champion stays.",
         )
     ],
 )
@@ -72,6 +83,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
     verified_sha256(context, dg.AssetKey("train_sequences"), layout.train_sequences)
     verified_sha256(context, dg.AssetKey("val_sequences"), layout.val_sequences)
     verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
+    from xmlai_assets.model.pipeline import fit_model  # torch, for this step only
+
     with file_lock(layout.lock_file("trained_model")):
         summary = fit_model(
             layout,
@@ -79,33 +92,40 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
             log=context.log.info,
             extra_metadata={"dagster_run_id": context.run.run_id, "dagster": dg.__version__},
         )
-    result, metrics = summary.result, summary.metrics
+    result, metrics, promotion = summary.result, summary.metrics, summary.promotion
     history = result.history
     best = next(r for r in history if r.epoch == result.best_epoch)
     png = base64.b64encode(summary.loss_curve_png).decode()
+    losses = {
+        "val_loss": metrics["model"]["loss"],
+        "persistence_val_loss": metrics["persistence"]["loss"],
+        "majority_mean_val_loss": metrics["majority_mean"]["loss"],
+    }
+    if "champion" in metrics:
+        losses["previous_champion_val_loss"] = metrics["champion"]["loss"]
     yield dg.MaterializeResult(
         metadata={
+            "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{png})"),
             "version": dg.MetadataValue.path(str(summary.version)),
-            "champion": summary.is_champion,
+            "promoted": promotion.promoted,
+            "promotion": promotion.reason,
+            **{k: rounded(v, 6) for k, v in losses.items()},
+            "evaluation": _evaluation_table(metrics),
             "parameters": summary.parameters,
             "epochs_run": len(history),
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
             "resumed_from_epoch": result.resumed_from_epoch,
-            "best_train_loss": best.train_loss,
-            "best_val_loss": result.best_val_loss,
-            "final_train_loss": history[-1].train_loss,
-            "final_val_loss": history[-1].val_loss,
-            "val_loss": metrics["model"]["loss"],
-            "persistence_val_loss": metrics["persistence"]["loss"],
-            "majority_mean_val_loss": metrics["majority_mean"]["loss"],
-            "evaluation": _evaluation_table(metrics),
+            "best_train_loss": rounded(best.train_loss, 6),
+            "best_val_loss": rounded(result.best_val_loss, 6),
             "epochs": table(
-                [dataclasses.asdict(r) for r in history],
+                [
+                    {k: rounded(v, 5) if isinstance(v, float) else v for k, v in r.items()}
+                    for r in map(dataclasses.asdict, history)
+                ],
                 {"epoch": "int", "train_loss": "float", "val_loss": "float"}
                 | {"learning_rate": "float", "seconds": "float", "skipped_steps": "int"},
             ),
-            "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{png})"),
             "device": result.device,
             "wall_seconds": round(result.seconds, 2),
             "weights_bytes": summary.weights_bytes,
@@ -115,13 +135,41 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
         data_version=dg.DataVersion(summary.weights_sha256[:32]),
     )
     yield dg.AssetCheckResult(
-        check_name="beats_persistence",
-        passed=summary.beats_persistence,
+        check_name="promoted",
+        passed=promotion.promoted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=promotion.reason,
         metadata={
-            "model_val_loss": metrics["model"]["loss"],
-            "persistence_val_loss": metrics["persistence"]["loss"],
-            "majority_mean_val_loss": metrics["majority_mean"]["loss"],
-            "change_step_loss_model": metrics["model"]["change_loss"],
-            "change_step_loss_persistence": metrics["persistence"]["change_loss"],
+            **{k: rounded(v, 6) for k, v in losses.items()},
+            "previous_champion": promotion.previous or "none",
         },
     )
+    if promotion.promoted:
+        # The champion's own asset: its latest materialization is the champion, and only it.
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=CHAMPION,
+                description=promotion.reason,
+                metadata={
+                    "version": dg.MetadataValue.path(str(summary.version)),
+                    "version_name": summary.version.name,
+                    "previous_champion": promotion.previous or "none",
+                    "reason": promotion.reason,
+                    **{k: rounded(v, 6) for k, v in losses.items()},
+                    "evaluation": _evaluation_table(metrics),
+                },
+            )
+        )
+
+
+champion_model = dg.AssetSpec(
+    CHAMPION,
+    deps=[trained_model],
+    group_name=GROUP,
+    owners=OWNERS,
+    description="The model version to use (data/models/champion). The training step "
+    "materializes it when a new version beats copying the previous step and the champion "
+    "before it on the same validation windows; its latest materialization names the "
+    "champion, so the UI never shows an old version as the current one.",
+    kinds={"pytorch"},
+)
