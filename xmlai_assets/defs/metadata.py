@@ -1,5 +1,8 @@
 """Metadata shapes shared by the assets: the CSV column schema, files, small tables."""
 
+import csv
+import itertools
+
 import dagster as dg
 
 # The tag names Dagster gives an event's data version (not re-exported at the top level).
@@ -9,7 +12,7 @@ from dagster._core.definitions.data_version import (
 )
 
 from xmlai_assets.features.preprocess import FileInfo
-from xmlai_assets.timeline.schema import COLUMNS
+from xmlai_assets.timeline.schema import COLUMNS, column_description
 from xmlai_assets.timeline.tables import file_sha256
 
 OWNERS = ["team:video-layout"]
@@ -23,7 +26,9 @@ def column_schema() -> dg.TableSchema:
             return "string"
         return "int" if name.endswith(("_active", "_asset")) else "float"
 
-    return dg.TableSchema(columns=[dg.TableColumn(name, kind(name)) for name in COLUMNS])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, kind(name), column_description(name)) for name in COLUMNS]
+    )
 
 
 def file_metadata(info: FileInfo, prefix: str = "") -> dict[str, dg.MetadataValue]:
@@ -75,3 +80,15 @@ def verified_sha256(
             f"materialize {key.to_user_string()} again"
         )
     return actual
+
+
+def csv_preview(path, columns: int = 12, rows: int = 5) -> dg.MetadataValue:
+    """The first rows and columns of a CSV as a Markdown table."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        lines = [line[:columns] for line in itertools.islice(csv.reader(fh), rows + 1)]
+    if not lines:
+        return dg.MetadataValue.md("(empty)")
+    header, body = lines[0], lines[1:]
+    text = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    text += ["| " + " | ".join(cells) + " |" for cells in body]
+    return dg.MetadataValue.md("\n".join(text))

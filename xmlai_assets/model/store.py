@@ -108,6 +108,25 @@ def save_version(
             shutil.rmtree(staging)
 
 
+def version_history(models_dir: str | os.PathLike[str]) -> list[dict]:
+    """One row per version, oldest first: its loss beside the baselines' and the previous
+    champion's, all on that version's validation windows, and whether it was promoted."""
+    rows = []
+    for name in versions(models_dir):
+        try:
+            metadata = json.loads((Path(models_dir) / name / "metadata.json").read_text())
+            metrics = metadata["metrics"]
+        except (OSError, ValueError, KeyError):
+            continue  # a damaged version is listed by nothing, and used by nothing
+        row = {"version": name, "created": metadata.get("created", "")}
+        for column in ("model", "champion", "persistence", "majority_mean"):
+            loss = metrics.get(column, {}).get("loss")
+            row[column] = None if loss is None or not math.isfinite(loss) else float(f"{loss:.4g}")
+        row["promoted"] = bool(metadata.get("promotion", {}).get("promoted", False))
+        rows.append(row)
+    return rows
+
+
 def set_champion(models_dir: str | os.PathLike[str], version: str) -> None:
     """Point `champion` at `version`, replacing the pointer atomically."""
     if not (Path(models_dir) / version / "model.safetensors").exists():

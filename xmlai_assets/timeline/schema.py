@@ -38,6 +38,34 @@ PARAM_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+# What each column means, in the words the UI shows beside it (one table for all 183).
+ID_DESCRIPTIONS = {
+    "video_id": "The timeline file's name without .xml: one video per file.",
+    "source_video_name": "The file the first video clip plays (its path's stem).",
+    "time": "Seconds from the start of the timeline (one row per sample, 10 a second).",
+}
+PARAM_DESCRIPTIONS = {
+    "active": "1 when an enabled clip of the enabled track is on screen, else 0.",
+    "asset": "What the clip shows, class 0..9 (0 main video on V1, 1 video on V2, 2 text or "
+    "generator, 3 still image, 4 other video, 5 nested sequence; tags Class<n> or ID<n>).",
+    "scale": "Basic Motion scale in percent of the source (100 when off).",
+    "x": "Centre's horizontal offset from the frame centre, in frame widths (0 when off).",
+    "y": "Centre's vertical offset from the frame centre, in frame heights (0 when off).",
+    "crop_l": "Crop from the left, percent (0 when off).",
+    "crop_r": "Crop from the right, percent (0 when off).",
+    "crop_t": "Crop from the top, percent (0 when off).",
+    "crop_b": "Crop from the bottom, percent (0 when off).",
+}
+
+
+def column_description(name: str) -> str:
+    """The meaning of a master CSV column."""
+    if name in ID_DESCRIPTIONS:
+        return ID_DESCRIPTIONS[name]
+    track, param = name.removeprefix("target_v").split("_", 1)
+    return f"V{track}: {PARAM_DESCRIPTIONS[param]}"
+
+
 def track_column(track: int, param: str) -> str:
     """Column name of one parameter of video track `track` (1-based)."""
     return f"target_v{track}_{param}"

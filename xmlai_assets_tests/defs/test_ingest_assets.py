@@ -63,6 +63,8 @@ def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
         for name, reason in bad.items():
             assert reason in md["failed_files"].data[name]
         assert [c.name for c in md["dagster/column_schema"].schema.columns] == list(COLUMNS)
+        assert all(c.description for c in md["dagster/column_schema"].schema.columns)
+        assert md["preview"].value.startswith("| video_id | source_video_name | time |")
         assert md["size_bytes"].value == layout.master_csv.stat().st_size
 
         # each good file is a materialized partition carrying its own rows, not the run's

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from xmlai_assets.paths import PROJECT_ROOT
 from xmlai_assets.synth import generate_timeline
@@ -36,15 +37,7 @@ DOWNSTREAM_OF_FILES = [
     "val_sequences",
     "trained_model",
 ]
-TRAIN_CONFIG = {
-    "d_model": 32,
-    "n_heads": 4,
-    "n_layers": 1,
-    "d_ff": 64,
-    "epochs": 4,
-    "batch_size": 8,
-    "learning_rate": 0.003,
-}
+QUICK = yaml.safe_load((PROJECT_ROOT / "configs" / "train_quick.yaml").read_text())
 
 
 def _free_port() -> int:
@@ -294,28 +287,10 @@ def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
     assert sorted(server.outside.iterdir()) == before_outside
     assert all(p.resolve().is_relative_to(server.data.resolve()) for p in server.data.rglob("*"))
 
-    # 2. Materialize, as the UI's button does: the implicit asset job over the selection
-    params = {
-        "selector": {
-            "repositoryLocationName": LOCATION,
-            "repositoryName": REPOSITORY,
-            "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": [key]} for key in DOWNSTREAM_OF_FILES],
-        },
-        "runConfigData": {"ops": {"trained_model": {"config": TRAIN_CONFIG}}},
-        "mode": "default",
-    }
-    launched = server.graphql(LAUNCH, params=params)["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    status = server.wait(
-        "the run to finish",
-        lambda: (
-            server.graphql(RUN_STATUS, id=run_id)["runOrError"]["status"]
-            in ("SUCCESS", "FAILURE", "CANCELED")
-            and server.graphql(RUN_STATUS, id=run_id)["runOrError"]["status"]
-        ),
-        timeout=600,
+    # 2. one click on the quick_model job: its launchpad config is the quick preset
+    status = _run_to_end(
+        server,
+        {"selector": {**repo, "jobName": "quick_model"}, "runConfigData": QUICK, "mode": "default"},
     )
     assert status == "SUCCESS", server.log_tail()
     # the master keeps every good file's rows and lists the broken one
@@ -333,7 +308,8 @@ def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
     assert master["dagster/row_count"] == rows
     assert master["video_count"] == 5
     model = _metadata(server, "trained_model")
-    assert model["epochs_run"] == 4
+    assert 1 <= model["epochs_run"] <= QUICK["ops"]["trained_model"]["config"]["epochs"]
+    assert model["promoted"] is True  # the first version that beats copying: the champion
     assert model["version"] == str(server.data / "models" / "v0001")
     val_loss = model["val_loss"]
     assert val_loss > 0 and model["persistence_val_loss"] > 0
@@ -366,13 +342,11 @@ def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
         _page_shows(
             driver,
             f"{server.url}/assets/timeline_frames?view=partitions",
-            ["Failed", "broken.xml"],
+            ["Failed (1)", "broken.xml"],
             shots / "timeline_frames_partitions.png",
         )
         # the champion: its own asset, naming the version that earned it
-        champion_texts = ["champion_model"]
-        if model["promoted"]:
-            champion_texts += ["version_name", "v0001"]
+        champion_texts = ["champion_model", "version_name", "v0001", "previous_champion"]
         _page_shows(
             driver, f"{server.url}/assets/champion_model", champion_texts, shots / "champion.png"
         )

@@ -6,6 +6,7 @@ from xmlai_assets.atomic import file_lock, remove_stale_temp_files
 from xmlai_assets.defs.metadata import (
     OWNERS,
     column_schema,
+    csv_preview,
     observation_tags,
     rounded,
     table,
@@ -155,6 +156,7 @@ def master_training_data(
         metadata={
             "dagster/row_count": summary.rows,
             "dagster/column_schema": column_schema(),
+            "preview": csv_preview(layout.master_csv),
             "column_count": len(COLUMNS),
             "video_count": len(summary.rows_per_video),
             "rows_per_video": table(

@@ -83,7 +83,9 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
     verified_sha256(context, dg.AssetKey("train_sequences"), layout.train_sequences)
     verified_sha256(context, dg.AssetKey("val_sequences"), layout.val_sequences)
     verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
-    from xmlai_assets.model.pipeline import fit_model  # torch, for this step only
+    # torch, for this step only
+    from xmlai_assets.model.pipeline import fit_model
+    from xmlai_assets.model.store import version_history
 
     with file_lock(layout.lock_file("trained_model")):
         summary = fit_model(
@@ -111,6 +113,12 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
             "promotion": promotion.reason,
             **{k: rounded(v, 6) for k, v in losses.items()},
             "evaluation": _evaluation_table(metrics),
+            "versions": table(
+                version_history(layout.models_dir),
+                {"version": "string", "created": "string"}
+                | dict.fromkeys(COLUMNS, "float")
+                | {"promoted": "bool"},
+            ),
             "parameters": summary.parameters,
             "epochs_run": len(history),
             "best_epoch": result.best_epoch,
