@@ -13,12 +13,9 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import sklearn
-from sklearn.base import TransformerMixin
-from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from xmlai_assets.atomic import atomic_write_bytes
 from xmlai_assets.features.frames import ACTIVE, DataFileError, iter_batches
@@ -30,13 +27,20 @@ from xmlai_assets.timeline.schema import (
     TRACK_PARAMS,
 )
 
+if TYPE_CHECKING:
+    from sklearn.base import TransformerMixin
+
 ScalerKind = Literal["standard", "minmax", "robust"]
-SCALER_TYPES: dict[str, type[TransformerMixin]] = {
-    "standard": StandardScaler,
-    "minmax": MinMaxScaler,
-    "robust": RobustScaler,
-}
-Scalers = Mapping[str, TransformerMixin]
+# scikit-learn is imported where a scaler is fitted or described, not with this module: the
+# code location loads it otherwise for every run.
+SCALER_KINDS = ("standard", "minmax", "robust")
+Scalers = Mapping[str, "TransformerMixin"]
+
+
+def _scaler_types() -> dict[str, type[TransformerMixin]]:
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    return {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 
 
 def active_entries(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -67,14 +71,14 @@ def read_active_entries(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndar
 
 def fit_scalers(entries: Mapping[str, np.ndarray], kind: ScalerKind = "standard") -> Scalers:
     """Fit one scaler of `kind` per continuous parameter on its pooled active entries."""
-    if kind not in SCALER_TYPES:
-        raise ValueError(f"unknown scaler kind {kind!r}; choose one of {sorted(SCALER_TYPES)}")
+    if kind not in SCALER_KINDS:
+        raise ValueError(f"unknown scaler kind {kind!r}; choose one of {sorted(SCALER_KINDS)}")
     scalers: Scalers = {}
     for param in CONTINUOUS_PARAMS:
         x = entries[param]
         if x.size == 0:
             raise ValueError("the training split has no active track entries to fit scalers on")
-        scalers[param] = SCALER_TYPES[kind]().fit(x.reshape(-1, 1))
+        scalers[param] = _scaler_types()[kind]().fit(x.reshape(-1, 1))
     return scalers
 
 
@@ -112,6 +116,8 @@ def denormalize(encoded: np.ndarray, scalers: Mapping[str, TransformerMixin]) ->
 
 def _center_and_scale(scaler: TransformerMixin) -> tuple[float, float]:
     """The scaler as z = (x - center) / scale."""
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
     if isinstance(scaler, StandardScaler):
         return float(scaler.mean_[0]), float(scaler.scale_[0])
     if isinstance(scaler, RobustScaler):
@@ -151,7 +157,7 @@ def save_scalers(
     pickled = pickle.dumps(dict(scalers), protocol=5)
     doc = {
         "format": "z = (x - center) / scale, per parameter, pooled over tracks V1..V20",
-        "sklearn_version": sklearn.__version__,
+        "sklearn_version": _sklearn_version(),
         "pickle": Path(pkl_path).name,
         "pickle_sha256": hashlib.sha256(pickled).hexdigest(),
         **description,
@@ -177,6 +183,12 @@ class AffineScaler:
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
         return z * self.scale + self.center
+
+
+def _sklearn_version() -> str:
+    import sklearn
+
+    return sklearn.__version__
 
 
 def load_scalers(json_path: str | os.PathLike[str]) -> dict[str, AffineScaler]:

@@ -12,16 +12,12 @@ from xmlai_assets.defs import automation
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.synth import generate_timeline
+from xmlai_assets_tests.defs.test_automation import tick
 
-AFTER_THE_FILES = [
-    "master_training_data",
-    "train_data",
-    "val_data",
-    "scalers",
-    "train_sequences",
-    "val_sequences",
-    "trained_model",
-]
+AFTER_THE_FILES = sorted(
+    k.to_user_string()
+    for k in automation.FROM_MASTER.resolve(build_definitions().resolve_asset_graph())
+)
 CONFIG = {
     "ops": {
         "trained_model": {
@@ -39,17 +35,10 @@ def statuses(instance) -> dict[str, StaleStatus]:
 
 def sensor_tick_and_runs(instance, layout, cursor=None):
     """What the daemon does: evaluate the sensor, apply its requests, run what it asks."""
-    paths = DataPaths(data_dir=str(layout.data_dir))
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"paths": paths})
-    result = automation.timeline_files_sensor(context)
-    for request in result.dynamic_partitions_requests:
-        if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-        else:
-            for key in request.partition_keys:
-                instance.delete_dynamic_partition(request.partitions_def_name, key)
+    result = tick(instance, layout, cursor)
     for event in result.asset_events:
         instance.report_runless_asset_event(event)
+    paths = DataPaths(data_dir=str(layout.data_dir))
     job = build_definitions(paths).resolve_implicit_global_asset_job_def()
     for run in result.run_requests:
         job.execute_in_process(
