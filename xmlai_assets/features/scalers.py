@@ -179,10 +179,14 @@ class AffineScaler:
         self.scale = scale
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.center) / self.scale
+        z = np.subtract(x, self.center)  # one new array, then in place: no second temporary
+        z /= self.scale
+        return z
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        return z * self.scale + self.center
+        x = np.multiply(z, self.scale)
+        x += self.center
+        return x
 
 
 def _sklearn_version() -> str:
