@@ -140,7 +140,7 @@ def test_configured_split_and_windows_are_used_and_checked(layout):
         assert "stride" in failure.error.cause.message
 
 
-def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatch):
+def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatch, capsys):
     real_build = ingest_assets.build_master_csv
 
     def build_then_break(layout, names, previous=None):
@@ -153,6 +153,10 @@ def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatc
     monkeypatch.setattr(ingest_assets, "build_master_csv", build_then_break)
     with dg.instance_for_test() as instance:
         assert not run_pipeline(layout, instance)  # training included: it must not start
+        # the command line says which check failed and why, as the UI does
+        out = capsys.readouterr().out
+        assert "check failed: master_training_data master_data_valid" in out
+        assert "target_v1_crop_l: outside 0..100: 1 rows" in out
         result = check_result(instance, "master_training_data", "master_data_valid")
         assert result.passed is False
         problems = result.metadata["problems"].value

@@ -182,6 +182,20 @@ def _run_to_end(server, params) -> str:
     return server.wait("the run to finish", finished, timeout=600)
 
 
+STALE_STATUS = """
+query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
+  ... on AssetNode { staleStatus } } }
+"""
+
+
+def _stale(server) -> dict[str, str]:
+    """Each asset's stale status as the UI's GraphQL reports it."""
+    return {
+        key: server.graphql(STALE_STATUS, path=[key])["assetNodeOrError"]["staleStatus"]
+        for key in DOWNSTREAM_OF_FILES
+    }
+
+
 def _frames_partitions(server) -> dict[str, list[str]]:
     records = server.graphql(MATERIALIZED_PARTITIONS)["assetOrError"]["assetMaterializations"]
     runs: dict[str, list[str]] = {}
@@ -313,6 +327,23 @@ def test_files_appear_materialize_and_show_in_the_ui(server, tmp_path):
     assert model["version"] == str(server.data / "models" / "v0001")
     val_loss = model["val_loss"]
     assert val_loss > 0 and model["persistence_val_loss"] > 0
+    assert _stale(server) == dict.fromkeys(DOWNSTREAM_OF_FILES, "FRESH")
+
+    # a file dropped in once the model is trained: once the sensor has parsed it, the master
+    # and everything after it, the model included, read stale in the UI
+    generate_timeline(11, seconds=10, name="arrived after training").write(
+        server.data / "timelines"
+    )
+    server.wait(
+        "the new file's parse",
+        lambda: "arrived after training.xml" in _frames_partitions(server),
+        timeout=240,
+    )
+    server.wait(
+        "the master and all after it to read stale",
+        lambda: _stale(server) == dict.fromkeys(DOWNSTREAM_OF_FILES, "STALE"),
+        timeout=120,
+    )
 
     # 4. what a person sees: the lineage and the model's page with its metric
     shots = Path(os.environ.get("XMLAI_UI_SCREENSHOTS") or tmp_path)
