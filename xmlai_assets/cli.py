@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import socket
 import sys
@@ -19,17 +20,34 @@ def _instance():
     home.mkdir(parents=True, exist_ok=True)
     import dagster as dg
 
-    from xmlai_assets.atomic import file_lock
-
-    with file_lock(home / ".instance.lock"):
+    # The instance's SQLite files live on this machine, so a local file lock is the right guard
+    # for creating them (a cluster's Postgres instance is migrated once, by its operator).
+    with open(home / ".instance.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         instance = dg.DagsterInstance.get()
         # touch every storage, so each creates its tables now, under the lock
         instance.get_runs(limit=1)
         instance.get_dynamic_partitions("timeline_files")
         instance.all_instigator_state()
         instance.event_log_storage.get_asset_records()
+        limit_writer_pools(instance)
     fail_orphaned_runs(instance)
     return instance
+
+
+def limit_writer_pools(instance) -> None:
+    """One slot in each pool that guards a shared artifact (unless one was set already)."""
+    from xmlai_assets.defs.resources import WRITER_POOLS
+
+    storage = instance.event_log_storage
+    limits = (
+        {info.concurrency_key: info.slot_count for info in storage.get_concurrency_info_list()}
+        if hasattr(storage, "get_concurrency_info_list")
+        else {}
+    )
+    for pool in WRITER_POOLS:
+        if pool not in limits:
+            storage.set_concurrency_slots(pool, 1)
 
 
 def run_tags() -> dict[str, str]:
@@ -53,6 +71,7 @@ def fail_orphaned_runs(instance) -> list[str]:
         pid = int(run.tags.get("xmlai/pid", "0"))
         if pid and pid != os.getpid() and not process_alive(pid):
             instance.report_run_failed(run, f"the process that ran it ({pid}) is gone")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             orphaned.append(run.run_id)
     return orphaned
 
@@ -107,6 +126,7 @@ def run_pipeline(
     defs = build_definitions(
         DataPaths(data_dir=str(layout.data_dir), timelines_dir=str(layout.timelines_dir))
     )
+    fail_orphaned_runs(instance)  # a killed run's pool slots are free before this one waits
     added, removed = sync_timeline_partitions(instance, layout.timelines_dir)
     keys = instance.get_dynamic_partitions(timeline_files.name)
     todo = files_to_parse(layout, keys)

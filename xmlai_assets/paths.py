@@ -97,10 +97,6 @@ class DataLayout:
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
-    def lock_file(self, artifact: str) -> Path:
-        """The lock that writers of `artifact` hold, so two runs never write it at once."""
-        return self.data_dir / ".locks" / f"{artifact}.lock"
-
     @property
     def train_checkpoint(self) -> Path:
         return self.data_dir / "checkpoints" / "trained_model.pt"

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from xmlai_assets.atomic import atomic_write_bytes
+from xmlai_assets.atomic import atomic_write_bytes, process_alive
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
 from xmlai_assets.timeline.schema import (
@@ -78,7 +79,8 @@ def save_version(
     """Write a new immutable version folder and return it (the next free number)."""
     folder = Path(models_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    remove_stale_staging(folder)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=folder))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
@@ -125,6 +127,21 @@ def version_history(models_dir: str | os.PathLike[str]) -> list[dict]:
         row["promoted"] = bool(metadata.get("promotion", {}).get("promoted", False))
         rows.append(row)
     return rows
+
+
+def remove_stale_staging(models_dir: Path, *, min_age_s: float = 60.0) -> list[Path]:
+    """Remove the half-written version folders of writers that died before their rename."""
+    removed = []
+    for staging in models_dir.glob(".staging-*"):
+        try:
+            pid = int(staging.name.split("-")[1])
+            if time.time() - staging.lstat().st_mtime < min_age_s or process_alive(pid):
+                continue
+            shutil.rmtree(staging)
+            removed.append(staging)
+        except (ValueError, IndexError, OSError):
+            continue  # not one of ours, or gone already
+    return removed
 
 
 def set_champion(models_dir: str | os.PathLike[str], version: str) -> None:

@@ -28,6 +28,7 @@ def describe(defs: dg.Definitions) -> dict:
             "owners": list(node.owners),
             "code_version": node.code_version,
             "partitioned": node.partitions_def is not None,
+            "pools": sorted(node.pools or []),
             "has_description": bool(node.description),
             "checks": sorted(
                 f"{k.name}{' (blocking)' if graph.get_check_spec(k).blocking else ''}"

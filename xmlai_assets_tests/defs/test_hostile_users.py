@@ -19,7 +19,7 @@ from dagster._core.instance.ref import InstanceRef
 from xmlai_assets.atomic import TEMP_SUFFIX
 from xmlai_assets.cli import fail_orphaned_runs, run_pipeline
 from xmlai_assets.definitions import build_definitions
-from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.defs.resources import WRITER_POOLS, DataPaths
 from xmlai_assets.model.store import ModelStoreError, champion, load_model
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.synth import generate_timeline
@@ -219,6 +219,9 @@ def test_concurrent_first_starts_create_one_usable_instance(tmp_path):
         assert instance.get_runs() == []
         instance.add_dynamic_partitions("timeline_files", ["a.xml"])
         assert instance.get_dynamic_partitions("timeline_files") == ["a.xml"]
+        # and every artifact's writers are one at a time, whatever dagster.yaml says
+        for pool in WRITER_POOLS:
+            assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
 
 
 def test_a_killed_command_line_run_is_marked_failed_and_its_temp_files_removed(layout):
@@ -244,3 +247,12 @@ def test_a_killed_command_line_run_is_marked_failed_and_its_temp_files_removed(l
         os.utime(path, (time.time() - 3600, time.time() - 3600))
     assert remove_stale_temp_files(frames) == [stale]
     assert live.exists() and not stale.exists()
+    # and a version folder a killed trainer left half written
+    from xmlai_assets.model.store import remove_stale_staging
+
+    models = layout.models_dir
+    half = models / f".staging-{gone.pid}-abcd"
+    half.mkdir(parents=True)
+    (half / "model.safetensors").write_bytes(b"half")
+    os.utime(half, (time.time() - 3600, time.time() - 3600))
+    assert remove_stale_staging(models) == [half]

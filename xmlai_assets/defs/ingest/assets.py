@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from xmlai_assets.atomic import file_lock, remove_stale_temp_files
+from xmlai_assets.atomic import remove_stale_temp_files
 from xmlai_assets.defs.metadata import (
     OWNERS,
     column_schema,
@@ -12,7 +12,7 @@ from xmlai_assets.defs.metadata import (
     table,
 )
 from xmlai_assets.defs.partitions import timeline_files
-from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.defs.resources import MASTER_POOL, DataPaths
 from xmlai_assets.timeline.ingest import (
     PARSER_VERSION,
     build_master_csv,
@@ -124,6 +124,7 @@ def timeline_frames(context: dg.AssetExecutionContext, config: IngestConfig, pat
 
 @dg.asset(
     deps=[timeline_frames, TIMELINE_XML],
+    pool=MASTER_POOL,
     group_name=GROUP,
     owners=OWNERS,
     code_version=f"parser-{PARSER_VERSION}",
@@ -144,8 +145,7 @@ def master_training_data(
         recorded = last.asset_materialization.metadata
         if "inputs" in recorded and "sha256" in recorded:
             previous = {"inputs": recorded["inputs"].value, "sha256": recorded["sha256"].value}
-    with file_lock(layout.lock_file("master_training_data")):
-        summary = build_master_csv(layout, keys, previous)
+    summary = build_master_csv(layout, keys, previous)
     if not summary.rewritten:
         context.log.info("the frames tables are the ones the CSV was made from: kept as it is")
     for name in summary.missing:

@@ -4,7 +4,6 @@ from typing import Literal
 
 import dagster as dg
 
-from xmlai_assets.atomic import file_lock
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML, master_training_data
 from xmlai_assets.defs.metadata import (
     OWNERS,
@@ -13,7 +12,12 @@ from xmlai_assets.defs.metadata import (
     table,
     verified_sha256,
 )
-from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.defs.resources import (
+    SCALERS_POOL,
+    SEQUENCES_POOL,
+    SPLIT_POOL,
+    DataPaths,
+)
 from xmlai_assets.features.preprocess import (
     FEATURES_VERSION,
     SPLITS,
@@ -64,11 +68,11 @@ def _data_version(sha256: str) -> dg.DataVersion:
         for split, label in (("train", "training"), ("val", "held-out validation"))
     ],
     name="video_split",
+    pool=SPLIT_POOL,
 )
 def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: DataPaths):
     verified_sha256(context, master_training_data.key, paths.layout.master_csv)
-    with file_lock(paths.layout.lock_file("split")):
-        summary = split_master(paths.layout, config.val_fraction, config.seed)
+    summary = split_master(paths.layout, config.val_fraction, config.seed)
     context.log.info(
         f"{len(summary.split.train)} training and {len(summary.split.val)} validation timelines "
         f"({summary.rows['train']} and {summary.rows['val']} rows)"
@@ -94,6 +98,7 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
 
 @dg.asset(
     deps=["train_data", TIMELINE_XML],
+    pool=SCALERS_POOL,
     group_name=GROUP,
     owners=OWNERS,
     code_version=CODE_VERSION,
@@ -106,8 +111,7 @@ def scalers(
     context: dg.AssetExecutionContext, config: ScalerConfig, paths: DataPaths
 ) -> dg.MaterializeResult:
     verified_sha256(context, dg.AssetKey("train_data"), paths.layout.train_csv)
-    with file_lock(paths.layout.lock_file("scalers")):
-        summary = fit_train_scalers(paths.layout, config.kind)
+    summary = fit_train_scalers(paths.layout, config.kind)
     context.log.info(f"{config.kind} scalers fitted on {summary.rows} training rows")
     stats = [{"param": param, **values} for param, values in summary.stats.items()]
     return dg.MaterializeResult(
@@ -144,14 +148,14 @@ def scalers(
         for split, label in (("train", "Training"), ("val", "Validation"))
     ],
     name="training_sequences",
+    pool=SEQUENCES_POOL,
 )
 def training_sequences(context: dg.AssetExecutionContext, config: WindowConfig, paths: DataPaths):
     layout = paths.layout
     verified_sha256(context, dg.AssetKey("train_data"), layout.train_csv)
     verified_sha256(context, dg.AssetKey("val_data"), layout.val_csv)
     verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
-    with file_lock(paths.layout.lock_file("sequences")):
-        summaries = build_sequences(paths.layout, config.window, config.stride)
+    summaries = build_sequences(paths.layout, config.window, config.stride)
     for split in SPLITS:
         summary = summaries[split]
         stats = summary.stats

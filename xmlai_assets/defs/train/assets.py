@@ -13,10 +13,9 @@ import typing
 import dagster as dg
 import pydantic
 
-from xmlai_assets.atomic import file_lock
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
-from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.defs.resources import MODEL_POOL, DataPaths
 from xmlai_assets.model.config import MODEL_VERSION, TrainConfig
 
 GROUP = "train"
@@ -57,6 +56,7 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
 
 @dg.asset(
     deps=["train_sequences", "val_sequences", "scalers", TIMELINE_XML],
+    pool=MODEL_POOL,
     group_name=GROUP,
     owners=OWNERS,
     code_version=f"model-{MODEL_VERSION}",
@@ -87,13 +87,12 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
     from xmlai_assets.model.pipeline import fit_model
     from xmlai_assets.model.store import version_history
 
-    with file_lock(layout.lock_file("trained_model")):
-        summary = fit_model(
-            layout,
-            settings,
-            log=context.log.info,
-            extra_metadata={"dagster_run_id": context.run.run_id, "dagster": dg.__version__},
-        )
+    summary = fit_model(
+        layout,
+        settings,
+        log=context.log.info,
+        extra_metadata={"dagster_run_id": context.run.run_id, "dagster": dg.__version__},
+    )
     result, metrics, promotion = summary.result, summary.metrics, summary.promotion
     history = result.history
     best = next(r for r in history if r.epoch == result.best_epoch)
