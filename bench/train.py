@@ -42,7 +42,7 @@ def bare_loop(data: MultiTrackDataset, config: TrainConfig, epochs: int) -> floa
     """The least a loop must do: forward, loss, backward, step. Returns seconds."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = MultiTrackTransformer(config.model_config()).to(device).train()
+    model = MultiTrackTransformer(config.architecture()).to(device).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -87,7 +87,7 @@ def main() -> None:
         val_data = MultiTrackDataset.from_npz(layout.val_sequences)
         config = TrainConfig(epochs=args.epochs, patience=args.epochs + 1, device=args.device)
         device = resolve_device(config.device)
-        params = count_parameters(MultiTrackTransformer(config.model_config()))
+        params = count_parameters(MultiTrackTransformer(config.architecture()))
         print(
             f"default model ({params / 1e6:.2f} M parameters) on {device}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"

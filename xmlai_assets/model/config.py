@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
+
+import pydantic
 
 from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, N_TRACKS, TRACK_PARAMS
 
@@ -44,56 +46,65 @@ Schedule = Literal["cosine", "step", "plateau", "none"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
-def _doc(text: str) -> dict:
-    return {"doc": text}
+class TrainConfig(pydantic.BaseModel):
+    """Every hyperparameter of a training run, with the defaults of the full model.
 
+    The one statement of the settings: the launchpad's config class is this class (see
+    `defs/train/assets.py`), and `configs/train_full.yaml` spells out these defaults.
+    """
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every hyperparameter of a training run, with the defaults of the full model."""
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    d_model: int = field(default=256, metadata=_doc("Width of the residual stream."))
-    n_heads: int = field(default=8, metadata=_doc("Attention heads per layer."))
-    n_layers: int = field(default=6, metadata=_doc("Encoder layers."))
-    d_ff: int = field(default=1024, metadata=_doc("Width of each layer's feed-forward block."))
-    dropout: float = field(default=0.1, metadata=_doc("Dropout in the encoder."))
-    batch_size: int = field(default=16, metadata=_doc("Windows per optimizer step."))
-    learning_rate: float = field(default=1e-4, metadata=_doc("Peak AdamW learning rate."))
-    weight_decay: float = field(default=1e-5, metadata=_doc("AdamW weight decay."))
-    grad_clip: float = field(default=1.0, metadata=_doc("Gradient norm clip; 0 turns it off."))
-    schedule: Schedule = field(
+    d_model: int = pydantic.Field(default=256, description="Width of the residual stream.")
+    n_heads: int = pydantic.Field(default=8, description="Attention heads per layer.")
+    n_layers: int = pydantic.Field(default=6, description="Encoder layers.")
+    d_ff: int = pydantic.Field(
+        default=1024, description="Width of each layer's feed-forward block."
+    )
+    dropout: float = pydantic.Field(default=0.1, description="Dropout in the encoder.")
+    batch_size: int = pydantic.Field(default=16, description="Windows per optimizer step.")
+    learning_rate: float = pydantic.Field(default=1e-4, description="Peak AdamW learning rate.")
+    weight_decay: float = pydantic.Field(default=1e-5, description="AdamW weight decay.")
+    grad_clip: float = pydantic.Field(
+        default=1.0, description="Gradient norm clip; 0 turns it off."
+    )
+    schedule: Schedule = pydantic.Field(
         default="cosine",
-        metadata=_doc("cosine (after linear warmup), step, plateau or none."),
+        description="cosine (after linear warmup), step, plateau or none.",
     )
-    warmup_fraction: float = field(
-        default=0.05, metadata=_doc("Share of all steps spent warming up (cosine).")
+    warmup_fraction: float = pydantic.Field(
+        default=0.05, description="Share of all steps spent warming up (cosine)."
     )
-    step_epochs: int = field(default=10, metadata=_doc("step: epochs between decays."))
-    step_gamma: float = field(default=0.5, metadata=_doc("step and plateau: decay factor."))
-    plateau_patience: int = field(
-        default=2, metadata=_doc("plateau: epochs without improvement before a decay.")
+    step_epochs: int = pydantic.Field(default=10, description="step: epochs between decays.")
+    step_gamma: float = pydantic.Field(default=0.5, description="step and plateau: decay factor.")
+    plateau_patience: int = pydantic.Field(
+        default=2, description="plateau: epochs without improvement before a decay."
     )
-    epochs: int = field(default=50, metadata=_doc("Most epochs to train."))
-    patience: int = field(
-        default=8, metadata=_doc("Early stopping: epochs without a better validation loss.")
+    epochs: int = pydantic.Field(default=50, description="Most epochs to train.")
+    patience: int = pydantic.Field(
+        default=8, description="Early stopping: epochs without a better validation loss."
     )
-    loss_weights: dict[str, float] = field(
+    loss_weights: dict[str, float] = pydantic.Field(
         default_factory=lambda: dict.fromkeys(HEADS, 1.0),
-        metadata=_doc("Weight of each head's loss in the total (missing heads weigh 1)."),
+        description="Weight of each head's loss in the total (missing heads weigh 1).",
     )
-    class_weights: bool = field(
+    class_weights: bool = pydantic.Field(
         default=False,
-        metadata=_doc("Weigh active and asset classes by inverse training frequency."),
+        description="Weigh active and asset classes by inverse training frequency.",
     )
-    seed: int = field(default=0, metadata=_doc("Seeds initialization, dropout and shuffling."))
-    device: Device = field(default="auto", metadata=_doc("auto: CUDA when present, else CPU."))
-    compile: bool = field(default=False, metadata=_doc("torch.compile the model (opt-in)."))
-    max_bad_steps: int = field(
+    seed: int = pydantic.Field(
+        default=0, description="Seeds initialization, dropout and shuffling."
+    )
+    device: Device = pydantic.Field(
+        default="auto", description="auto: CUDA when present, else CPU."
+    )
+    compile: bool = pydantic.Field(default=False, description="torch.compile the model (opt-in).")
+    max_bad_steps: int = pydantic.Field(
         default=20,
-        metadata=_doc("Non-finite losses or gradients in a row before training stops."),
+        description="Non-finite losses or gradients in a row before training stops.",
     )
 
-    def model_config(self) -> ModelConfig:
+    def architecture(self) -> ModelConfig:
         return ModelConfig(
             d_model=self.d_model,
             n_heads=self.n_heads,
@@ -103,12 +114,11 @@ class TrainConfig:
         )
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
             raise ValueError(f"unknown training settings {unknown}")
         return cls(**data)

@@ -154,7 +154,7 @@ def train(
 
     def fresh_start():
         torch.manual_seed(config.seed)
-        model = MultiTrackTransformer(config.model_config()).to(device)
+        model = MultiTrackTransformer(config.architecture()).to(device)
         shuffle = torch.Generator().manual_seed(config.seed)
         batches = BatchIterator(train_data, config.batch_size, shuffle=True, generator=shuffle)
         optimizer = torch.optim.AdamW(

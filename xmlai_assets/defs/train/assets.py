@@ -8,10 +8,8 @@ without it.
 import base64
 import dataclasses
 import math
-import typing
 
 import dagster as dg
-import pydantic
 
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
@@ -21,21 +19,11 @@ from xmlai_assets.model.config import MODEL_VERSION, TrainConfig
 GROUP = "train"
 
 
-def _config_class() -> type[dg.Config]:
-    """The launchpad's config: every field of TrainConfig, its default and its description."""
-    hints = typing.get_type_hints(TrainConfig)
-    specs = {}
-    for f in dataclasses.fields(TrainConfig):
-        default = (
-            {"default_factory": f.default_factory}
-            if f.default_factory is not dataclasses.MISSING
-            else {"default": f.default}
-        )
-        specs[f.name] = (hints[f.name], pydantic.Field(description=f.metadata["doc"], **default))
-    return pydantic.create_model("TrainModelConfig", __base__=dg.Config, **specs)
+class TrainModelConfig(TrainConfig, dg.Config):
+    """The launchpad's config: TrainConfig itself, every field with its default and its
+    description (the full model)."""
 
 
-TrainModelConfig = _config_class()
 COLUMNS = ("model", "champion", "persistence", "majority_mean")
 CHAMPION = dg.AssetKey("champion_model")
 
@@ -77,9 +65,7 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, paths: DataPaths):
     layout = paths.layout
-    settings = TrainConfig.from_dict(
-        {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
-    )
+    settings = TrainConfig.from_dict(config.model_dump(include=set(TrainConfig.model_fields)))
     verified_sha256(context, dg.AssetKey("train_sequences"), layout.train_sequences)
     verified_sha256(context, dg.AssetKey("val_sequences"), layout.val_sequences)
     verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
