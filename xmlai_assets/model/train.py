@@ -1,5 +1,6 @@
 """The training loop: AdamW, clipping, a learning-rate schedule, early stopping, checkpoints
-that resume exactly, and a guard against non-finite steps. No framework, one function."""
+that resume exactly, and a guard against non-finite steps. No framework: `train` reads top to
+bottom, one epoch at a time; `learning_rate` is the schedule, `TrainState` the checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -57,28 +58,74 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
+def learning_rate(config: TrainConfig, update: int, total_updates: int, decayed: float) -> float:
+    """The learning rate for optimizer update `update` (0-based), in the manner of nanoGPT's
+    `get_lr`: cosine warms up linearly, then falls to 0 over the run; step and plateau use the
+    rate their decays have reached (`decayed`, moved by `decay_after_epoch`); none keeps it."""
     if config.schedule == "cosine":
-        warmup = max(1, round(config.warmup_fraction * total_steps))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_epochs, config.step_gamma)
-    if config.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=config.step_gamma, patience=config.plateau_patience
-        )
+        warmup = max(1, round(config.warmup_fraction * total_updates))
+        if update < warmup:
+            factor = (update + 1) / warmup
+        else:
+            progress = min(1.0, (update - warmup) / max(1, total_updates - warmup))
+            factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return config.learning_rate * factor
+    if config.schedule in ("step", "plateau"):
+        return decayed
     if config.schedule == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return config.learning_rate
     raise ValueError(f"unknown schedule {config.schedule!r}")
+
+
+# ReduceLROnPlateau's defaults: a relative improvement of 1e-4 counts, no cooldown
+_PLATEAU_THRESHOLD = 1e-4
+_PLATEAU_EPS = 1e-8
+
+
+def decay_after_epoch(config: TrainConfig, state: TrainState, val_loss: float) -> None:
+    """Move `state.decayed` at the end of an epoch: every `step_epochs` epochs (step), or after
+    `plateau_patience` epochs without a better validation loss (plateau)."""
+    if config.schedule == "step" and state.epoch % config.step_epochs == 0:
+        state.decayed = state.decayed * config.step_gamma
+    elif config.schedule == "plateau":
+        if val_loss < state.plateau_best * (1.0 - _PLATEAU_THRESHOLD):
+            state.plateau_best, state.plateau_bad = val_loss, 0
+        else:
+            state.plateau_bad += 1
+        if state.plateau_bad > config.plateau_patience:
+            lowered = max(state.decayed * config.step_gamma, 0.0)
+            if state.decayed - lowered > _PLATEAU_EPS:
+                state.decayed = lowered
+            state.plateau_bad = 0
+
+
+@dataclass
+class TrainState:
+    """Where a run stands after an epoch: with the model, optimizer and random states, what a
+    checkpoint holds to continue exactly."""
+
+    decayed: float  # the learning rate step and plateau decays have reached
+    epoch: int = 0
+    step: int = 0  # batches seen, skipped ones included
+    updates: int = 0  # optimizer updates made (the schedule counts these)
+    history: list[EpochRecord] = field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
+    plateau_best: float = math.inf
+    plateau_bad: int = 0
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["best_model"] = self.best_model  # tensors as they are, not deep-copied by asdict
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainState:
+        data = dict(data)
+        data["history"] = [EpochRecord(**r) for r in data["history"]]
+        return cls(**data)
 
 
 def _rng_state(shuffle: torch.Generator) -> dict[str, torch.Tensor]:
@@ -147,10 +194,10 @@ def train(
     device = resolve_device(config.device)
     key = config.key(data_version)
     checkpoint_path = Path(checkpoint) if checkpoint else None
-    state = load_checkpoint(checkpoint_path, log) if checkpoint_path else None
-    if state is not None and state.get("key") != key:
+    saved = load_checkpoint(checkpoint_path, log) if checkpoint_path else None
+    if saved is not None and saved.get("key") != key:
         log("checkpoint is of other settings or data: starting over")
-        state = None
+        saved = None
 
     def fresh_start():
         torch.manual_seed(config.seed)
@@ -160,145 +207,120 @@ def train(
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        scheduler = make_scheduler(optimizer, config, config.epochs * len(batches))
-        return model, shuffle, batches, optimizer, scheduler
+        return model, shuffle, batches, optimizer, TrainState(decayed=config.learning_rate)
 
     with torch.random.fork_rng(devices=[]):
-        model, shuffle, batches, optimizer, scheduler = fresh_start()
+        model, shuffle, batches, optimizer, state = fresh_start()
+        total_updates = config.epochs * len(batches)
+        if saved is not None:
+            try:
+                model.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                _set_rng_state(saved["rng"], shuffle)
+                state = TrainState.from_dict(saved["state"])
+                log(
+                    f"resuming after epoch {state.epoch} (step {state.step}) from {checkpoint_path}"
+                )
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                set_aside(checkpoint_path, exc, log)
+                model, shuffle, batches, optimizer, state = fresh_start()
+        resumed_from = state.epoch
+        _set_learning_rate(
+            optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
+        )
         val_batches = list(BatchIterator(val_data, 64, shuffle=False))
         class_weights = (
             class_weights_from(train_data.sequences, train_data.masks)
             if config.class_weights
             else None
         )
-        history: list[EpochRecord] = []
-        best_val, best_epoch, best_state, bad_epochs, step = math.inf, 0, None, 0, 0
-        resumed_from = 0
-        if state is not None:
-            try:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                _set_rng_state(state["rng"], shuffle)
-                history = [EpochRecord(**r) for r in state["history"]]
-                best_val, best_epoch = state["best_val"], state["best_epoch"]
-                best_state, bad_epochs = state["best_model"], state["bad_epochs"]
-                step = state["step"]
-                resumed_from = len(history)
-                log(f"resuming after epoch {resumed_from} (step {step}) from {checkpoint_path}")
-            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-                set_aside(checkpoint_path, exc, log)
-                model, shuffle, batches, optimizer, scheduler = fresh_start()
-                history, best_state, step, resumed_from = [], None, 0, 0
-                best_val, best_epoch, bad_epochs = math.inf, 0, 0
-
         forward = torch.compile(model) if config.compile else model
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if device.type == "cuda"
             else torch.autocast("cpu", enabled=False)
         )
-        weights = config.loss_weights
-        per_epoch_schedule = config.schedule in ("step", "plateau")
-        stopped_early = bad_epochs >= config.patience and resumed_from > 0
-        bad_in_a_row = 0
-        for epoch in range(resumed_from + 1, config.epochs + 1):
-            if stopped_early:
-                break
-            t0 = time.perf_counter()
+
+        def train_one_epoch() -> tuple[float, int]:
+            """(mean training loss, steps skipped for a non-finite loss or gradient)."""
             model.train()
-            total, counted, skipped = 0.0, 0, 0
+            total, counted, skipped, bad_in_a_row = 0.0, 0, 0, 0
             for batch in batches:
-                step += 1
+                state.step += 1
                 b = batch.to(device)
                 with autocast:
                     outputs = forward(b.sequences, b.masks)
-                loss, _ = next_step_loss(outputs, b.sequences, b.masks, weights, class_weights)
-                if torch.isfinite(loss):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    norm = nn.utils.clip_grad_norm_(
-                        model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf
-                    )
-                    finite = bool(torch.isfinite(norm))
-                else:
-                    finite, norm = False, torch.tensor(math.nan)
-                if not finite:
+                loss, _ = next_step_loss(
+                    outputs, b.sequences, b.masks, config.loss_weights, class_weights
+                )
+                problem = _backward(loss, model, optimizer, config.grad_clip)
+                if problem is not None:
                     skipped += 1
                     bad_in_a_row += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    what = "loss" if not torch.isfinite(loss) else "gradient norm"
-                    log(f"epoch {epoch} step {step}: non-finite {what}; step skipped")
+                    where = f"epoch {state.epoch + 1} step {state.step}"
+                    log(f"{where}: non-finite {problem}; step skipped")
                     if bad_in_a_row >= config.max_bad_steps:
                         raise TrainingError(
-                            f"epoch {epoch}, step {step}: {bad_in_a_row} non-finite losses or "
-                            "gradients in a row; check the data and lower the learning rate"
+                            f"epoch {state.epoch + 1}, step {state.step}: {bad_in_a_row} "
+                            "non-finite losses or gradients in a row; check the data and lower "
+                            "the learning rate"
                         )
                     continue
                 bad_in_a_row = 0
                 optimizer.step()
-                if not per_epoch_schedule:
-                    scheduler.step()
+                state.updates += 1
+                _set_learning_rate(
+                    optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
+                )
                 total += float(loss.detach())
                 counted += 1
-            lr = optimizer.param_groups[0]["lr"]
+            return (total / counted if counted else math.nan), skipped
+
+        def validation_loss() -> float:
             model.eval()
             metrics = evaluate(
                 model_predictor(forward, device),
                 val_batches,
                 value_scale={},
-                weights=weights,
+                weights=config.loss_weights,
                 class_weights=class_weights,
             )
-            val_loss = metrics["loss"]
-            if config.schedule == "plateau":
-                scheduler.step(val_loss)
-            elif config.schedule == "step":
-                scheduler.step()
+            return metrics["loss"]
+
+        stopped_early = state.bad_epochs >= config.patience and resumed_from > 0
+        while state.epoch < config.epochs and not stopped_early:
+            t0 = time.perf_counter()
+            train_loss, skipped = train_one_epoch()
+            state.epoch += 1
+            lr = optimizer.param_groups[0]["lr"]
+            val_loss = validation_loss()
+            decay_after_epoch(config, state, val_loss)
+            _set_learning_rate(
+                optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
+            )
             record = EpochRecord(
-                epoch=epoch,
-                train_loss=total / counted if counted else math.nan,
-                val_loss=val_loss,
-                learning_rate=lr,
-                seconds=time.perf_counter() - t0,
-                skipped_steps=skipped,
+                state.epoch, train_loss, val_loss, lr, time.perf_counter() - t0, skipped
             )
-            history.append(record)
-            if val_loss < best_val:
-                best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state.history.append(record)
+            if val_loss < state.best_val:
+                state.best_val, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
+                state.best_model = {
+                    k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                }
             else:
-                bad_epochs += 1
-            stopped_early = bad_epochs >= config.patience
-            epoch_times = [r.seconds for r in history[resumed_from:]]
-            left = (config.epochs - epoch) * sum(epoch_times) / len(epoch_times)
-            log(
-                f"epoch {epoch}/{config.epochs}  train {record.train_loss:.4f}  "
-                f"val {val_loss:.4f}  lr {lr:.2e}  {record.seconds:.1f}s"
-                + ("  (best)" if best_epoch == epoch else "")
-                + (
-                    f"  ~{_duration(left)} left"
-                    if not stopped_early and epoch < config.epochs
-                    else ""
-                )
-            )
+                state.bad_epochs += 1
+            stopped_early = state.bad_epochs >= config.patience
+            log(_epoch_line(config, state, record, resumed_from, stopped_early))
             if checkpoint_path is not None:
                 save_checkpoint(
                     checkpoint_path,
                     {
                         "key": key,
                         "config": config.as_dict(),
-                        "epoch": epoch,
-                        "step": step,
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
                         "rng": _rng_state(shuffle),
-                        "history": [asdict(r) for r in history],
-                        "best_val": best_val,
-                        "best_epoch": best_epoch,
-                        "best_model": best_state,
-                        "bad_epochs": bad_epochs,
+                        "state": state.as_dict(),
                     },
                 )
             if after_epoch is not None:
@@ -306,20 +328,54 @@ def train(
             if stopped_early:
                 log(f"early stop: no better validation loss for {config.patience} epochs")
 
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        if state.best_model is not None:
+            model.load_state_dict(state.best_model)
         model.eval()
     return TrainResult(
         model=model.cpu(),
         config=config,
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_val,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best_val,
         stopped_early=stopped_early,
         resumed_from_epoch=resumed_from,
         device=str(device),
         seconds=time.perf_counter() - started,
         class_weights=class_weights,
+    )
+
+
+def _backward(
+    loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
+) -> str | None:
+    """Gradients of `loss`, clipped; what was non-finite (the step is then skipped), or None."""
+    if not torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        return "loss"
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        return "gradient norm"
+    return None
+
+
+def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _epoch_line(
+    config: TrainConfig, state: TrainState, record: EpochRecord, resumed_from: int, stopped: bool
+) -> str:
+    seconds = [r.seconds for r in state.history[resumed_from:]]
+    left = (config.epochs - record.epoch) * sum(seconds) / len(seconds)
+    return (
+        f"epoch {record.epoch}/{config.epochs}  train {record.train_loss:.4f}  "
+        f"val {record.val_loss:.4f}  lr {record.learning_rate:.2e}  {record.seconds:.1f}s"
+        + ("  (best)" if state.best_epoch == record.epoch else "")
+        + (f"  ~{_duration(left)} left" if not stopped and record.epoch < config.epochs else "")
     )
 
 

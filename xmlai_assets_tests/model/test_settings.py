@@ -37,3 +37,34 @@ def test_an_unknown_or_mistyped_setting_is_refused_with_its_name():
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="sawtooth")
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
+    from xmlai_assets.model.train import learning_rate
+
+    config = TrainConfig(learning_rate=1e-3, warmup_fraction=0.1, schedule="cosine")
+    rates = [learning_rate(config, u, 100, decayed=1e-3) for u in range(101)]
+    assert rates[0] == pytest.approx(1e-4)  # 1 of 10 warmup updates
+    assert rates[9] == pytest.approx(1e-3) == max(rates)
+    assert rates[55] == pytest.approx(0.5e-3)  # halfway through the decay
+    assert rates[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
+
+
+def test_step_and_plateau_decay_at_the_end_of_an_epoch():
+    from xmlai_assets.model.train import TrainState, decay_after_epoch
+
+    step = TrainConfig(learning_rate=1.0, schedule="step", step_epochs=2, step_gamma=0.5)
+    state = TrainState(decayed=1.0)
+    seen = []
+    for epoch in range(1, 6):
+        state.epoch = epoch
+        decay_after_epoch(step, state, val_loss=1.0)
+        seen.append(state.decayed)
+    assert seen == [1.0, 0.5, 0.5, 0.25, 0.25]
+
+    plateau = TrainConfig(learning_rate=1.0, schedule="plateau", plateau_patience=1)
+    state = TrainState(decayed=1.0)
+    for loss in (1.0, 0.9, 0.9, 0.9):  # better, then two epochs without improvement
+        decay_after_epoch(plateau, state, loss)
+    assert state.decayed == 0.5

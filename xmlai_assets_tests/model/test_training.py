@@ -92,7 +92,7 @@ def test_a_checkpoint_of_other_settings_or_data_is_not_resumed(tmp_path, data):
     assert other.resumed_from_epoch == 0
     assert "checkpoint is of other settings or data: starting over" in lines
     state = torch.load(checkpoint, weights_only=True)  # loads without running code
-    assert state["epoch"] == 1
+    assert state["state"]["epoch"] == 1
 
 
 def test_non_finite_steps_are_skipped_and_a_run_of_them_stops_training(data):
