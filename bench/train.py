@@ -1,8 +1,13 @@
-"""Training benchmark: windows per second of the asset's training loop against a bare PyTorch
-loop over the same model, batches and data, in one run; then the epoch time of the default
-model on the 110-timeline corpus. Runs on CUDA when present (bf16 autocast there).
+"""Training benchmark, one run on one machine: windows per second of the asset's training loop
+against a bare PyTorch loop over the same model, batches and data; on CUDA, the throughput at
+a large batch, eager and compiled, with MFU against the card's bf16 peak; and the full default
+training run on the 110-timeline corpus (on CUDA, or with --full on the CPU).
 
-    make bench            (or: .venv/bin/python bench/train.py [--corpus DIR] [--epochs N])
+    make bench            (or: .venv/bin/python bench/train.py [--corpus DIR] [--epochs N]
+                                [--device cuda] [--gpu-batch 1024] [--full])
+
+The machine with the GPU needs torch and the pure packages only: put the project on
+PYTHONPATH and run `python bench/train.py --device cuda`.
 """
 
 from __future__ import annotations
@@ -38,14 +43,26 @@ def corpus_sequences(folder: Path | None, tmp: str) -> DataLayout:
     return layout
 
 
-def bare_loop(data: MultiTrackDataset, config: TrainConfig, epochs: int) -> float:
-    """The least a loop must do: forward, loss, backward, step. Returns seconds."""
+# dense bf16 peak of the cards the benchmark knows, in TFLOP/s
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
+
+
+def bare_loop(
+    data: MultiTrackDataset, config: TrainConfig, epochs: int, compiled: bool = False
+) -> float:
+    """The least a loop must do: forward, loss, backward, step, with the windows where the
+    model is (on CUDA: on the device, fused AdamW). Returns seconds."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = MultiTrackTransformer(config.architecture()).to(device).train()
+    forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        model.parameters(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
     )
+    data = MultiTrackDataset(data.sequences.to(device), data.masks.to(device))
     batches = BatchIterator(
         data, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
@@ -60,13 +77,26 @@ def bare_loop(data: MultiTrackDataset, config: TrainConfig, epochs: int) -> floa
         for batch in batches:
             b = batch.to(device)
             with autocast:
-                outputs = model(b.sequences, b.masks)
+                outputs = forward(b.sequences, b.masks)
             loss, _ = next_step_loss(outputs, b.sequences, b.masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     _sync(device)
     return time.perf_counter() - t
+
+
+def flops_per_window(config: TrainConfig, steps: int) -> float:
+    """Training FLOPs of one window: 6 per parameter per step, and the attention scores."""
+    params = count_parameters(MultiTrackTransformer(config.architecture()))
+    return 6.0 * params * steps + 12.0 * config.n_layers * steps * steps * config.d_model
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for card, peak in BF16_PEAK_TFLOPS.items() if card in name), None)
 
 
 def _sync(device: torch.device) -> None:
@@ -79,6 +109,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="folder of XML timelines (default: 110 made)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--gpu-batch", type=int, default=1024, help="the large batch (CUDA)")
+    parser.add_argument("--full", action="store_true", help="the full default run on the CPU too")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +153,31 @@ def main() -> None:
             f"  epoch of the default model      {train_only / args.epochs:9.1f} s "
             f"(training and validation, mean of {args.epochs})"
         )
+
+        steps = train_data.sequences.shape[1]
+        peak = peak_tflops(device)
+        if device.type == "cuda":
+            big = config.model_copy(update={"batch_size": args.gpu_batch})
+            per_window = flops_per_window(big, steps)
+            for label, compiled in (("eager", False), ("compiled", True)):
+                bare_loop(train_data, big, 1, compiled)  # warm-up (and compilation)
+                seconds = bare_loop(train_data, big, args.epochs, compiled)
+                rate = windows / seconds
+                mfu = f"{rate * per_window / (peak * 1e12):6.1%}" if peak else "   n/a"
+                print(
+                    f"  batch {args.gpu_batch} {label:9}             {rate:9.0f} windows/s, "
+                    f"MFU {mfu}   (target >= 20,000 windows/s)"
+                )
+        if device.type == "cuda" or args.full:
+            full = TrainConfig(device=args.device)
+            t = time.perf_counter()
+            result = train(train_data, val_data, full, log=lambda line: None)
+            seconds = time.perf_counter() - t
+            print(
+                f"  full default run                {seconds:9.1f} s, {len(result.history)} "
+                f"epochs, best validation loss {result.best_val_loss:.4f}"
+                + ("   (target < 20 s on CUDA)" if device.type == "cuda" else "")
+            )
 
 
 if __name__ == "__main__":

@@ -99,6 +99,11 @@ class TrainConfig(pydantic.BaseModel):
         default="auto", description="auto: CUDA when present, else CPU."
     )
     compile: bool = pydantic.Field(default=False, description="torch.compile the model (opt-in).")
+    guard_every: int = pydantic.Field(
+        default=50,
+        description="On CUDA: steps between reads of the loss and the non-finite flag "
+        "(each read waits for the device).",
+    )
     max_bad_steps: int = pydantic.Field(
         default=20,
         description="Non-finite losses or gradients in a row before training stops.",

@@ -90,6 +90,7 @@ class BatchIterator:
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.dataset)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.dataset.sequences.device)  # index where the windows live
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
             yield Batch(self.dataset.sequences[index], self.dataset.masks[index])

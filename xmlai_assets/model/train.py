@@ -178,8 +178,16 @@ def train(
     data_version: str = "",
     log: Callable[[str], None] = print,
     after_epoch: Callable[[EpochRecord], None] | None = None,
+    deferred_guard: bool | None = None,
 ) -> TrainResult:
     """Train a MultiTrackTransformer on next-step prediction and return the best epoch's model.
+
+    On CUDA (or with `deferred_guard=True`) the loop never waits for the device: the windows
+    live there and batches are indexed there, AdamW is fused, a non-finite step is skipped on
+    the device (the optimizer's `found_inf`, as with a gradient scaler), and the loss and the
+    non-finite flag are read back every `guard_every` steps and at the epoch's end. There the
+    schedule counts steps, skipped ones included. On the CPU each step is checked at once and
+    a run repeats and resumes exactly.
 
     After every epoch the whole training state is written to `checkpoint` atomically. When
     that file holds the state of a run with the same settings and `data_version`, training
@@ -192,6 +200,10 @@ def train(
             "windows"
         )
     device = resolve_device(config.device)
+    deferred = device.type == "cuda" if deferred_guard is None else deferred_guard
+    if device.type != "cpu":  # the windows live on the accelerator; batches are cut there
+        train_data = MultiTrackDataset(train_data.sequences.to(device), train_data.masks.to(device))
+        val_data = MultiTrackDataset(val_data.sequences.to(device), val_data.masks.to(device))
     key = config.key(data_version)
     checkpoint_path = Path(checkpoint) if checkpoint else None
     saved = load_checkpoint(checkpoint_path, log) if checkpoint_path else None
@@ -205,7 +217,10 @@ def train(
         shuffle = torch.Generator().manual_seed(config.seed)
         batches = BatchIterator(train_data, config.batch_size, shuffle=True, generator=shuffle)
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            model.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=deferred,
         )
         return model, shuffle, batches, optimizer, TrainState(decayed=config.learning_rate)
 
@@ -276,6 +291,46 @@ def train(
                 counted += 1
             return (total / counted if counted else math.nan), skipped
 
+        def train_one_epoch_on_device() -> tuple[float, int]:
+            """`train_one_epoch` without waiting for the device at every step."""
+            model.train()
+            zero = torch.zeros((), device=device)
+            total, counted, skipped, streak = zero.clone(), zero.clone(), zero.clone(), zero.clone()
+            last_bad = torch.zeros((), dtype=torch.long, device=device)
+            optimizer.grad_scale = None
+            for batch in batches:
+                state.step += 1
+                with autocast:
+                    outputs = forward(batch.sequences, batch.masks)
+                loss, _ = next_step_loss(
+                    outputs, batch.sequences, batch.masks, config.loss_weights, class_weights
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                clip = config.grad_clip if config.grad_clip > 0 else math.inf
+                norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+                bad = (~(torch.isfinite(loss.detach()) & torch.isfinite(norm))).float()
+                optimizer.found_inf = bad  # the fused update is skipped where this is 1
+                optimizer.step()
+                total += torch.nan_to_num(loss.detach().float()) * (1.0 - bad)
+                counted += 1.0 - bad
+                skipped += bad
+                streak = (streak + 1.0) * bad
+                last_bad = torch.where(bad > 0, state.step, last_bad)
+                state.updates += 1
+                _set_learning_rate(
+                    optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
+                )
+                if state.step % config.guard_every == 0:
+                    _stop_on_a_run_of_bad_steps(config, state, streak, last_bad)
+            _stop_on_a_run_of_bad_steps(config, state, streak, last_bad)
+            del optimizer.found_inf, optimizer.grad_scale
+            n_skipped = int(skipped)
+            if n_skipped:
+                log(f"epoch {state.epoch + 1}: {n_skipped} steps skipped (non-finite)")
+            n = float(counted)
+            return (float(total) / n if n else math.nan), n_skipped
+
         def validation_loss() -> float:
             model.eval()
             metrics = evaluate(
@@ -290,7 +345,7 @@ def train(
         stopped_early = state.bad_epochs >= config.patience and resumed_from > 0
         while state.epoch < config.epochs and not stopped_early:
             t0 = time.perf_counter()
-            train_loss, skipped = train_one_epoch()
+            train_loss, skipped = train_one_epoch_on_device() if deferred else train_one_epoch()
             state.epoch += 1
             lr = optimizer.param_groups[0]["lr"]
             val_loss = validation_loss()
@@ -359,6 +414,17 @@ def _backward(
         optimizer.zero_grad(set_to_none=True)
         return "gradient norm"
     return None
+
+
+def _stop_on_a_run_of_bad_steps(
+    config: TrainConfig, state: TrainState, streak: torch.Tensor, last_bad: torch.Tensor
+) -> None:
+    """Read the device's count of non-finite steps in a row (one wait) and stop on too many."""
+    if int(streak) >= config.max_bad_steps:
+        raise TrainingError(
+            f"epoch {state.epoch + 1}, step {int(last_bad)}: {int(streak)} non-finite losses "
+            "or gradients in a row; check the data and lower the learning rate"
+        )
 
 
 def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -2,6 +2,7 @@
 round-trip; a tiny model can overfit one batch."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -258,3 +259,41 @@ def test_version_files_are_strict_json_even_when_a_metric_is_undefined(tmp_path,
     text = (folder / "metadata.json").read_text()
     assert "NaN" not in text
     assert json.loads(text)["metrics"] == {"change_crop_b_mae": None, "loss": 0.5}
+
+
+def test_the_device_loop_skips_non_finite_steps_on_the_device_and_stops_a_run_of_them(data):
+    # the loop CUDA uses, run on the CPU: fused AdamW, the flag read back every few steps
+    train_data, val_data = data
+    poisoned = train_data.sequences.clone()
+    poisoned[0, 3, 2] = float("nan")
+    lines = []
+    result = train(
+        MultiTrackDataset(poisoned, train_data.masks),
+        val_data,
+        TrainConfig(**TINY, epochs=2, guard_every=2),
+        log=lines.append,
+        deferred_guard=True,
+    )
+    assert [r.skipped_steps for r in result.history] == [1, 1]
+    assert any("1 steps skipped (non-finite)" in line for line in lines)
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert all(math.isfinite(r.train_loss) for r in result.history)
+
+    all_bad = torch.full_like(train_data.sequences, float("inf"))
+    with pytest.raises(TrainingError, match=r"epoch 1, step [34]: [34] non-finite losses"):
+        train(
+            MultiTrackDataset(all_bad, train_data.masks),
+            val_data,
+            TrainConfig(**TINY, epochs=1, max_bad_steps=3, guard_every=2),
+            log=quiet,
+            deferred_guard=True,
+        )
+
+
+def test_the_device_loop_repeats_exactly_and_learns(data):
+    config = TrainConfig(**TINY, epochs=3)
+    a = train(*data, config, log=quiet, deferred_guard=True)
+    b = train(*data, config, log=quiet, deferred_guard=True)
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    assert a.history[-1].train_loss < a.history[0].train_loss
