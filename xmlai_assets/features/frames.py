@@ -12,8 +12,6 @@ import pyarrow.csv as pa_csv
 
 from xmlai_assets.timeline.schema import COLUMNS, N_TRACKS, TRACK_COLUMNS, TRACK_PARAMS
 
-ACTIVE = TRACK_PARAMS.index("active")
-ASSET = TRACK_PARAMS.index("asset")
 BLOCK_BYTES = 1 << 20
 FLOAT64 = pa.float64()
 _TYPES = {"video_id": pa.string(), "source_video_name": pa.string(), "time": FLOAT64}

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from xmlai_assets.atomic import atomic_write_bytes
-from xmlai_assets.features.frames import ACTIVE, DataFileError, iter_batches
+from xmlai_assets.features.frames import DataFileError, iter_batches
 from xmlai_assets.timeline.schema import (
+    ACTIVE,
     CONTINUOUS_PARAMS,
     INACTIVE_VALUES,
     N_TRACKS,

@@ -13,13 +13,18 @@ from typing import Literal
 
 import pydantic
 
-from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, N_TRACKS, TRACK_PARAMS
+from xmlai_assets.timeline.schema import (
+    CONTINUOUS_PARAMS,
+    N_ASSET_CLASSES,
+    N_TRACKS,
+    TRACK_PARAMS,
+)
 
 MODEL_VERSION = "1"  # bump when the model, objective or evaluation changes
 
 N_PARAMS = len(TRACK_PARAMS)
 N_ACTIVE = 2
-N_ASSETS = 10
+N_ASSETS = N_ASSET_CLASSES
 HEADS = ("active", "asset", *CONTINUOUS_PARAMS)
 
 

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.loss import element_losses, next_step_targets
 from xmlai_assets.model.transformer import HEADS, N_ASSETS, N_PARAMS
-from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
+from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, VALUES
 
 Predictor = Callable[[Batch], Mapping[str, torch.Tensor]]
 
@@ -45,20 +45,20 @@ class Priors:
         for batch in batches:
             tracks = _tracks(batch.sequences)
             real = tracks[batch.masks]  # [steps, 20, 9]
-            active = real[..., 0].round().long().clamp(0, 1)
-            asset = real[..., 1].round().long().clamp(0, N_ASSETS - 1)
+            active = real[..., ACTIVE].round().long().clamp(0, 1)
+            asset = real[..., ASSET].round().long().clamp(0, N_ASSETS - 1)
             on = (active == 1).double()
             active_counts += F.one_hot(active, 2).double().sum(0)
             asset_counts += (F.one_hot(asset, N_ASSETS).double() * on[..., None]).sum(0)
-            value_sum += (real[..., 2:].double() * on[..., None]).sum(0)
+            value_sum += (real[..., VALUES].double() * on[..., None]).sum(0)
             t = next_step_targets(batch.sequences, batch.masks)
             prev = _tracks(batch.sequences[:, :-1])
             pairs = t.valid[..., None].expand_as(t.active)
-            kept = t.active == prev[..., 0].round().long()
+            kept = t.active == prev[..., ACTIVE].round().long()
             same["active"][0] += float((kept & pairs).sum())
             same["active"][1] += float(pairs.sum())
-            both_on = t.on & (prev[..., 0].round().long() == 1)
-            kept = t.asset == prev[..., 1].round().long()
+            both_on = t.on & (prev[..., ACTIVE].round().long() == 1)
+            kept = t.asset == prev[..., ASSET].round().long()
             same["asset"][0] += float((kept & both_on).sum())
             same["asset"][1] += float(both_on.sum())
         on_counts = asset_counts.sum(1, keepdim=True)
@@ -156,8 +156,8 @@ def evaluate(
         targets = next_step_targets(batch.sequences, batch.masks)
         prev = _tracks(batch.sequences[:, :-1])
         changed = {
-            "active": targets.active != prev[..., 0].round().long(),
-            "asset": targets.asset != prev[..., 1].round().long(),
+            "active": targets.active != prev[..., ACTIVE].round().long(),
+            "asset": targets.asset != prev[..., ASSET].round().long(),
         }
         for i, param in enumerate(CONTINUOUS_PARAMS):
             changed[param] = (targets.values[..., i] - prev[..., 2 + i]).abs() > 1e-6

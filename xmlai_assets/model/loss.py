@@ -16,7 +16,13 @@ import torch
 from torch.nn import functional as F
 
 from xmlai_assets.model.transformer import HEADS, N_PARAMS
-from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
+from xmlai_assets.timeline.schema import (
+    ACTIVE,
+    ASSET,
+    CONTINUOUS_PARAMS,
+    N_ASSET_CLASSES,
+    VALUES,
+)
 
 
 @dataclass
@@ -34,11 +40,11 @@ def next_step_targets(sequences: torch.Tensor, masks: torch.Tensor) -> Targets:
     b, t, _ = sequences.shape
     tracks = sequences[:, 1:].reshape(b, t - 1, -1, N_PARAMS)
     valid = masks[:, 1:] & masks[:, :-1]
-    active = tracks[..., 0].round().long()
+    active = tracks[..., ACTIVE].round().long()
     return Targets(
         active=active,
-        asset=tracks[..., 1].round().long(),
-        values=tracks[..., 2:],
+        asset=tracks[..., ASSET].round().long(),
+        values=tracks[..., VALUES],
         valid=valid,
         on=(active == 1) & valid[..., None],
     )
@@ -116,8 +122,8 @@ def class_weights_from(sequences: torch.Tensor, masks: torch.Tensor) -> dict[str
     """Inverse-frequency class weights of `active` (all tracks) and `asset` (active tracks),
     normalized to mean 1 over the classes seen; from the training split only."""
     tracks = sequences[masks].reshape(-1, sequences.shape[-1] // N_PARAMS, N_PARAMS)
-    active = tracks[..., 0].round().long().clamp(0, 1)
-    asset = tracks[..., 1].round().long().clamp(0, 9)[active == 1]
+    active = tracks[..., ACTIVE].round().long().clamp(0, 1)
+    asset = tracks[..., ASSET].round().long().clamp(0, N_ASSET_CLASSES - 1)[active == 1]
     out = {}
     for name, values, classes in (("active", active, 2), ("asset", asset, 10)):
         counts = torch.bincount(values.reshape(-1), minlength=classes).double()

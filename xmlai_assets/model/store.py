@@ -28,10 +28,13 @@ from xmlai_assets.atomic import atomic_write_bytes, process_alive
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
 from xmlai_assets.timeline.schema import (
+    ACTIVE,
+    ASSET,
     CONTINUOUS_PARAMS,
     INACTIVE_VALUES,
     N_TRACKS,
     TRACK_PARAMS,
+    VALUES,
 )
 
 CHAMPION = "champion"
@@ -181,8 +184,10 @@ class LoadedModel:
         """CSV units [..., 180] → model inputs (continuous scaled; 0 where a track is off)."""
         tracks = np.asarray(window, dtype=np.float64).reshape(*window.shape[:-1], N_TRACKS, -1)
         out = tracks.copy()
-        on = tracks[..., 0] == 1
-        out[..., 2:] = np.where(on[..., None], (tracks[..., 2:] - self.center) / self.scale, 0.0)
+        on = tracks[..., ACTIVE] == 1
+        out[..., VALUES] = np.where(
+            on[..., None], (tracks[..., VALUES] - self.center) / self.scale, 0.0
+        )
         return out.reshape(window.shape).astype(np.float32)
 
 
@@ -240,8 +245,8 @@ def predictor_in_units_of(
         b, t, _ = batch.sequences.shape
         tracks = batch.sequences.reshape(b, t, N_TRACKS, -1).clone()
         on = tracks[..., 0:1] == 1
-        original = tracks[..., 2:] * their_scale + their_center
-        tracks[..., 2:] = torch.where(on, (original - own_center) / own_scale, 0.0)
+        original = tracks[..., VALUES] * their_scale + their_center
+        tracks[..., VALUES] = torch.where(on, (original - own_center) / own_scale, 0.0)
         with torch.no_grad():
             out = loaded.model(tracks.reshape(b, t, -1), batch.masks)
         out = {k: v.float() for k, v in out.items()}
@@ -282,12 +287,12 @@ def predict(loaded: LoadedModel, window: np.ndarray, mask: np.ndarray | None = N
         out = loaded.model(torch.from_numpy(loaded.normalize(window)), torch.from_numpy(mask))
     rows = torch.arange(len(window))
     pick = {k: v[rows, torch.from_numpy(last)].double().numpy() for k, v in out.items()}
-    active_prob = torch.softmax(torch.from_numpy(pick["active"]), -1)[..., 1].numpy()
+    active_prob = torch.softmax(torch.from_numpy(pick["active"]), -1)[..., ASSET].numpy()
     asset_prob = torch.softmax(torch.from_numpy(pick["asset"]), -1).numpy()
     on = active_prob >= 0.5
     tracks = np.empty((len(window), N_TRACKS, len(TRACK_PARAMS)))
-    tracks[..., 0] = on
-    tracks[..., 1] = np.where(on, asset_prob.argmax(-1), INACTIVE_VALUES["asset"])
+    tracks[..., ACTIVE] = on
+    tracks[..., ASSET] = np.where(on, asset_prob.argmax(-1), INACTIVE_VALUES["asset"])
     for i, param in enumerate(CONTINUOUS_PARAMS):
         value = pick[param] * loaded.scale[i] + loaded.center[i]
         tracks[..., 2 + i] = np.where(on, value, INACTIVE_VALUES[param])

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from xmlai_assets.model.config import HEADS, N_ACTIVE, N_ASSETS, N_PARAMS, ModelConfig
-from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
+from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, VALUES
 
 __all__ = ["HEADS", "N_ACTIVE", "N_ASSETS", "N_PARAMS", "ModelConfig", "MultiTrackTransformer"]
 
@@ -75,12 +75,12 @@ class MultiTrackTransformer(nn.Module):
         """[B, T, 180] → [B, T, 20 * 19]: one-hot active and asset, continuous values as is."""
         b, t, _ = sequences.shape
         tracks = sequences.reshape(b, t, self.config.n_tracks, N_PARAMS)
-        active = tracks[..., 0].round().long().clamp(0, N_ACTIVE - 1)
-        asset = tracks[..., 1].round().long().clamp(0, self.config.n_assets - 1)
+        active = tracks[..., ACTIVE].round().long().clamp(0, N_ACTIVE - 1)
+        asset = tracks[..., ASSET].round().long().clamp(0, self.config.n_assets - 1)
         parts = [
             nn.functional.one_hot(active, N_ACTIVE).to(sequences.dtype),
             nn.functional.one_hot(asset, self.config.n_assets).to(sequences.dtype),
-            tracks[..., 2:],
+            tracks[..., VALUES],
         ]
         return torch.cat(parts, dim=-1).reshape(b, t, -1)
 
@@ -102,7 +102,7 @@ class MultiTrackTransformer(nn.Module):
             x = layer(x, src_mask=attn_mask, src_key_padding_mask=padding, is_causal=True)
         x = self.norm(x)
         n = self.config.n_tracks
-        current = sequences.reshape(b, t, n, N_PARAMS)[..., 2:]
+        current = sequences.reshape(b, t, n, N_PARAMS)[..., VALUES]
         values = current + self.value_head(x).reshape(b, t, n, self.n_continuous)
         out = {
             "active": self.active_head(x).reshape(b, t, n, N_ACTIVE),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-N_ASSET_CLASSES = 10
+from xmlai_assets.timeline.schema import N_ASSET_CLASSES
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 N_TRACKS = 20
+# The vocabulary of a track, for the CSV, the checks, the windows, the loss, the evaluation and
+# the store alike: its 9 parameters in order; `active` and `asset` are categories, the rest are
+# continuous values. In a [..., 9] array of one track: [..., ACTIVE], [..., ASSET], [..., VALUES].
 TRACK_PARAMS = ("active", "asset", "scale", "x", "y", "crop_l", "crop_r", "crop_t", "crop_b")
+CATEGORICAL_PARAMS = TRACK_PARAMS[:2]
 CONTINUOUS_PARAMS = TRACK_PARAMS[2:]
+ACTIVE = TRACK_PARAMS.index("active")
+ASSET = TRACK_PARAMS.index("asset")
+VALUES = slice(len(CATEGORICAL_PARAMS), None)
+# The asset classes the `asset` head predicts (rules in timeline/asset_classes.py).
+ASSET_CLASS_NAMES = (
+    "main video (V1)",
+    "video on V2",
+    "text, title or generator",
+    "still image",
+    "other video",
+    "nested sequence",
+    "tagged class 6",
+    "tagged class 7",
+    "tagged class 8",
+    "tagged class 9",
+)
+N_ASSET_CLASSES = len(ASSET_CLASS_NAMES)
 ID_COLUMNS = ("video_id", "source_video_name", "time")
 
 # What a track shows when nothing is on it (or the track is disabled).
@@ -46,8 +67,9 @@ ID_DESCRIPTIONS = {
 }
 PARAM_DESCRIPTIONS = {
     "active": "1 when an enabled clip of the enabled track is on screen, else 0.",
-    "asset": "What the clip shows, class 0..9 (0 main video on V1, 1 video on V2, 2 text or "
-    "generator, 3 still image, 4 other video, 5 nested sequence; tags Class<n> or ID<n>).",
+    "asset": "What the clip shows, class 0..9: "
+    + ", ".join(f"{i} {name}" for i, name in enumerate(ASSET_CLASS_NAMES))
+    + " (a Class<n> or ID<n> tag in the clip name sets it).",
     "scale": "Basic Motion scale in percent of the source (100 when off).",
     "x": "Centre's horizontal offset from the frame centre, in frame widths (0 when off).",
     "y": "Centre's vertical offset from the frame centre, in frame heights (0 when off).",

@@ -68,3 +68,27 @@ def test_step_and_plateau_decay_at_the_end_of_an_epoch():
     for loss in (1.0, 0.9, 0.9, 0.9):  # better, then two epochs without improvement
         decay_after_epoch(plateau, state, loss)
     assert state.decayed == 0.5
+
+
+def test_the_track_vocabulary_is_one_table_that_the_model_follows():
+    from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
+    from xmlai_assets.timeline.asset_classes import ASSET_RULES
+    from xmlai_assets.timeline.schema import (
+        ACTIVE,
+        ASSET,
+        ASSET_CLASS_NAMES,
+        CONTINUOUS_PARAMS,
+        TRACK_PARAMS,
+        VALUES,
+    )
+
+    assert (TRACK_PARAMS[ACTIVE], TRACK_PARAMS[ASSET]) == ("active", "asset")
+    assert TRACK_PARAMS[VALUES] == CONTINUOUS_PARAMS
+    model = MultiTrackTransformer(ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    import torch
+
+    out = model(torch.zeros(1, 3, 20 * len(TRACK_PARAMS)))
+    assert out["asset"].shape[-1] == len(ASSET_CLASS_NAMES)
+    assert set(CONTINUOUS_PARAMS) <= set(out)
+    for cls in (ASSET_RULES.image, ASSET_RULES.text, ASSET_RULES.nest, ASSET_RULES.other_video):
+        assert 0 <= cls < len(ASSET_CLASS_NAMES)
