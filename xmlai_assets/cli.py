@@ -220,9 +220,10 @@ def print_model_report(layout: DataLayout) -> None:
     metadata = json.loads((folder / "metadata.json").read_text())
     metrics = metadata["metrics"]
     print(f"model: {folder} (champion: {champion(layout.models_dir) or 'none'})")
-    print(f"  {'validation':24}{'model':>10}{'copy prev':>10}{'majority':>10}")
+    print(f"  {'validation':24}{'model':>10}{'fair copy':>10}{'copy prev':>10}{'majority':>10}")
     for key in ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss"):
-        row = [metrics[name][key] for name in ("model", "persistence", "majority_mean")]
+        names = ("model", "fair_copy", "persistence", "majority_mean")
+        row = [metrics[name][key] if name in metrics else None for name in names]
         print(f"  {key:24}" + "".join(f"{'-':>10}" if v is None else f"{v:10.4f}" for v in row))
     print(f"  all metrics: {folder / 'metadata.json'}")
 

@@ -5,6 +5,10 @@
   the other classes, so its cross-entropy is finite and as good as copying can be.
 - `majority_mean` ignores the past: each track's class frequencies and mean values over the
   training split.
+- `fair_copy` copies each track's last state as fairly as copying can: a track that was off is
+  predicted off (and, should it come on, with that track's usual asset and mean values, not the
+  placeholders), and its chance of staying in its state is that track's own, for that state,
+  from the training split (most tracks are never on, so a pooled chance flatters copying).
 
 Each metric is computed on all scored elements and again on change steps only (the target
 differs from the step before), where copying is wrong by construction.
@@ -35,10 +39,16 @@ class Priors:
     active_freq: torch.Tensor  # [20, 2]
     asset_freq: torch.Tensor  # [20, 10], over active entries
     value_mean: torch.Tensor  # [20, 7], scaled units, over active entries
+    track_stay: torch.Tensor  # [20, 2]: chance a track off (0) or on (1) stays so a step later
+    track_asset_stay: torch.Tensor  # [20]: chance an on track keeps its asset a step later
 
     @classmethod
     def from_training(cls, batches: Iterable[Batch], n_tracks: int = 20) -> Priors:
         same = {"active": [0.0, 0.0], "asset": [0.0, 0.0]}
+        kept_by_state = torch.zeros(n_tracks, 2, dtype=torch.float64)
+        seen_by_state = torch.zeros(n_tracks, 2, dtype=torch.float64)
+        asset_kept = torch.zeros(n_tracks, dtype=torch.float64)
+        asset_seen = torch.zeros(n_tracks, dtype=torch.float64)
         active_counts = torch.zeros(n_tracks, 2, dtype=torch.float64)
         asset_counts = torch.zeros(n_tracks, N_ASSETS, dtype=torch.float64)
         value_sum = torch.zeros(n_tracks, N_PARAMS - 2, dtype=torch.float64)
@@ -54,19 +64,28 @@ class Priors:
             t = next_step_targets(batch.sequences, batch.masks)
             prev = _tracks(batch.sequences[:, :-1])
             pairs = t.valid[..., None].expand_as(t.active)
-            kept = t.active == prev[..., ACTIVE].round().long()
+            prev_active = prev[..., ACTIVE].round().long().clamp(0, 1)
+            kept = t.active == prev_active
             same["active"][0] += float((kept & pairs).sum())
             same["active"][1] += float(pairs.sum())
-            both_on = t.on & (prev[..., ACTIVE].round().long() == 1)
+            state = F.one_hot(prev_active, 2).double() * pairs[..., None]  # [B, T, 20, 2]
+            seen_by_state += state.sum((0, 1))
+            kept_by_state += (state * kept[..., None]).sum((0, 1))
+            both_on = t.on & (prev_active == 1)
             kept = t.asset == prev[..., ASSET].round().long()
             same["asset"][0] += float((kept & both_on).sum())
             same["asset"][1] += float(both_on.sum())
+            asset_kept += (kept & both_on).double().sum((0, 1))
+            asset_seen += both_on.double().sum((0, 1))
         on_counts = asset_counts.sum(1, keepdim=True)
         return cls(
             stay={k: (s + 1.0) / (n + 2.0) for k, (s, n) in same.items()},
             active_freq=((active_counts + 1) / (active_counts + 1).sum(1, keepdim=True)).float(),
             asset_freq=((asset_counts + 1) / (asset_counts + 1).sum(1, keepdim=True)).float(),
             value_mean=(value_sum / on_counts.clamp(min=1)).float(),
+            # add-one smoothing: a track never seen in a state gets 2/3 of staying there
+            track_stay=((kept_by_state + 1.0) / (seen_by_state + 2.0)).float(),
+            track_asset_stay=((asset_kept + 1.0) / (asset_seen + 2.0)).float(),
         )
 
 
@@ -88,6 +107,33 @@ def persistence(priors: Priors) -> Predictor:
             out[head] = probs.log()
         for i, param in enumerate(CONTINUOUS_PARAMS):
             out[param] = tracks[..., 2 + i].clone()
+        return out
+
+    return predict
+
+
+def fair_copy(priors: Priors) -> Predictor:
+    """Copy each track's last state, with that track's chance of staying in it; a track that
+    was off gets its usual asset and mean values, should it come on."""
+
+    def predict(batch: Batch) -> dict[str, torch.Tensor]:
+        tracks = _tracks(batch.sequences)
+        active = tracks[..., ACTIVE].round().long().clamp(0, 1)  # [B, T, 20]
+        stay = torch.where(active == 1, priors.track_stay[:, 1], priors.track_stay[:, 0])
+        p_on = torch.where(active == 1, stay, 1 - stay)
+        probs = torch.stack([1 - p_on, p_on], -1)
+        asset = tracks[..., ASSET].round().long().clamp(0, N_ASSETS - 1)
+        keep = priors.track_asset_stay.expand_as(asset)
+        usual = priors.asset_freq.expand(*asset.shape, -1)  # [B, T, 20, 10]
+        others = usual.scatter(-1, asset[..., None], 0.0)
+        others = others / others.sum(-1, keepdim=True).clamp(min=1e-12)
+        copied = others * (1 - keep)[..., None]
+        copied = copied.scatter(-1, asset[..., None], keep[..., None])
+        on = (active == 1)[..., None]
+        out = {"active": probs.log(), "asset": torch.where(on, copied, usual).log()}
+        for i, param in enumerate(CONTINUOUS_PARAMS):
+            value = tracks[..., VALUES][..., i]
+            out[param] = torch.where(active == 1, value, priors.value_mean[:, i])
         return out
 
     return predict
@@ -193,10 +239,11 @@ def evaluate_against_baselines(
     weights: Mapping[str, float] | None = None,
     class_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """{"model": metrics, "persistence": metrics, "majority_mean": metrics} on `batches`."""
+    """{"model", "fair_copy", "persistence", "majority_mean": metrics} on `batches`."""
     kwargs = {"value_scale": value_scale, "weights": weights, "class_weights": class_weights}
     return {
         "model": evaluate(predict, batches, **kwargs),
+        "fair_copy": evaluate(fair_copy(priors), batches, **kwargs),
         "persistence": evaluate(persistence(priors), batches, **kwargs),
         "majority_mean": evaluate(majority_mean(priors), batches, **kwargs),
     }

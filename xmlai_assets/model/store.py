@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from xmlai_assets.atomic import atomic_write_bytes, process_alive
+from xmlai_assets.model.config import SCORECARD
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
 from xmlai_assets.timeline.schema import (
@@ -124,7 +125,7 @@ def version_history(models_dir: str | os.PathLike[str]) -> list[dict]:
         except (OSError, ValueError, KeyError):
             continue  # a damaged version is listed by nothing, and used by nothing
         row = {"version": name, "created": metadata.get("created", "")}
-        for column in ("model", "champion", "persistence", "majority_mean"):
+        for column in SCORECARD:
             loss = metrics.get(column, {}).get("loss")
             row[column] = None if loss is None or not math.isfinite(loss) else float(f"{loss:.4g}")
         row["promoted"] = bool(metadata.get("promotion", {}).get("promoted", False))

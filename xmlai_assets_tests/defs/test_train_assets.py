@@ -45,7 +45,7 @@ def test_xml_to_model_version(tmp_path):
         assert md["loss_curve"].startswith("![loss curve](data:image/png;base64,")
         rows = {r.data["metric"]: r.data for r in md["evaluation"].records}
         assert {"loss", "active_acc", "asset_acc", "x_mae", "change_loss"} <= set(rows)
-        assert set(rows["loss"]) == {"metric", "model", "persistence", "majority_mean"}
+        assert set(rows["loss"]) == {"metric", "model", "fair_copy", "persistence", "majority_mean"}
         for name in (
             "model.safetensors",
             "config.json",

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from xmlai_assets.model.data import Batch
-from xmlai_assets.model.evaluate import Priors, evaluate, majority_mean, persistence
+from xmlai_assets.model.evaluate import (
+    Priors,
+    evaluate,
+    fair_copy,
+    majority_mean,
+    persistence,
+)
 from xmlai_assets.model.loss import class_weights_from, next_step_loss, next_step_targets
 from xmlai_assets.model.transformer import HEADS
 
@@ -92,3 +98,31 @@ def test_baselines_on_a_hand_made_timeline():
     assert mean["x_mae"] == pytest.approx(10.0 * (0.5 + 0.5 + 1.5) / 3)
     # majority asset on V1 is 3 (3 of 4 steps): right twice, wrong on the switch
     assert mean["asset_acc"] == pytest.approx(2 / 3)
+
+
+def test_the_fair_copy_copies_each_tracks_state_with_its_own_chance_of_staying():
+    # V1 on for 4 steps then off for 2; V2 off, then on for 2 steps with x 1.5
+    steps = [{0: (1, 3, 0.0, 0.0)}] * 4 + [{}] * 2 + [{1: (1, 2, 0.0, 1.5)}] * 2
+    seq = window(steps)
+    batch = Batch(seq, torch.ones(1, len(steps), dtype=torch.bool))
+    priors = Priors.from_training([batch])
+    # V1: on at 4 steps before another, stayed on 3 times; off at 3, stayed off all 3 times
+    assert priors.track_stay[0, 1].item() == pytest.approx((3 + 1) / (4 + 2))
+    assert priors.track_stay[0, 0].item() == pytest.approx((3 + 1) / (3 + 2))
+    # V2: off 6 times, stayed off 5 times; on once (step 7 -> 8), stayed on once
+    assert priors.track_stay[1, 0].item() == pytest.approx((5 + 1) / (6 + 2))
+    assert priors.track_stay[1, 1].item() == pytest.approx((1 + 1) / (1 + 2))
+    # a track that never comes on (V3) is predicted off, by its own chance of staying off
+    out = fair_copy(priors)(batch)
+    p_on = out["active"].exp()[0, :, :, 1]
+    assert torch.allclose(p_on[:, 2], torch.full((len(steps),), 1 - (7 + 1) / (7 + 2)))
+    # an off track is copied as off, and its values are its usual ones, not the placeholder
+    assert p_on[0, 1].item() == pytest.approx(1 - priors.track_stay[1, 0].item())
+    assert out["x"][0, 0, 1].item() == pytest.approx(1.5)  # V2's mean x when on
+    # an on track keeps its values exactly
+    assert out["x"][0, 6, 1].item() == pytest.approx(1.5)
+    assert out["asset"].exp()[0, 0, 0].argmax().item() == 3
+    # V2's onset: the placeholder copy guesses x 0, the fair copy V2's usual 1.5 (exact here)
+    fair = evaluate(fair_copy(priors), [batch], value_scale={"x": 1.0})
+    plain = evaluate(persistence(priors), [batch], value_scale={"x": 1.0})
+    assert fair["change_x_mae"] < plain["change_x_mae"]

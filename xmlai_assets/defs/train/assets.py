@@ -14,7 +14,7 @@ import dagster as dg
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
 from xmlai_assets.defs.resources import MODEL_POOL, DataPaths
-from xmlai_assets.model.config import MODEL_VERSION, TrainConfig
+from xmlai_assets.model.config import MODEL_VERSION, SCORECARD, TrainConfig
 
 GROUP = "train"
 
@@ -24,7 +24,6 @@ class TrainModelConfig(TrainConfig, dg.Config):
     description (the full model)."""
 
 
-COLUMNS = ("model", "champion", "persistence", "majority_mean")
 CHAMPION = dg.AssetKey("champion_model")
 
 
@@ -34,7 +33,7 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
             return None  # nothing scored (or no champion to score): empty
         return float(f"{value:.4g}")
 
-    names = [name for name in COLUMNS if name in metrics]
+    names = [name for name in SCORECARD if name in metrics]
     records = [
         {"metric": key, **{name: cell(metrics[name].get(key)) for name in names}}
         for key in metrics["model"]
@@ -87,6 +86,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
         "val_loss": metrics["model"]["loss"],
         "persistence_val_loss": metrics["persistence"]["loss"],
         "majority_mean_val_loss": metrics["majority_mean"]["loss"],
+        "fair_copy_val_loss": metrics["fair_copy"]["loss"],
     }
     if "champion" in metrics:
         losses["previous_champion_val_loss"] = metrics["champion"]["loss"]
@@ -101,7 +101,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
             "versions": table(
                 version_history(layout.models_dir),
                 {"version": "string", "created": "string"}
-                | dict.fromkeys(COLUMNS, "float")
+                | dict.fromkeys(SCORECARD, "float")
                 | {"promoted": "bool"},
             ),
             "parameters": summary.parameters,
