@@ -62,7 +62,7 @@ def bare_loop(
         weight_decay=config.weight_decay,
         fused=device.type == "cuda",
     )
-    data = MultiTrackDataset(data.sequences.to(device), data.masks.to(device))
+    data = data.to(device)
     batches = BatchIterator(
         data, config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
     )

@@ -10,7 +10,13 @@ import pyarrow as pa
 
 from xmlai_assets.features.frames import DataFileError, iter_batches, read_columns
 from xmlai_assets.features.split import VideoSplit, split_videos, val_count
-from xmlai_assets.features.windows import N_FEATURES, Sequences, channel, window_starts
+from xmlai_assets.features.windows import (
+    N_FEATURES,
+    Sequences,
+    channel,
+    first_targets,
+    window_starts,
+)
 from xmlai_assets.timeline.schema import (
     N_TRACKS,
     PARAM_RANGES,
@@ -135,6 +141,7 @@ def sequence_problems(
         "masks": ((n, window), np.bool_),
         "video_ids": ((n,), None),
         "start_times": ((n,), np.float64),
+        "first_targets": ((n,), np.int16),
     }
     problems = []
     for name, (shape, dtype) in expected_shapes.items():
@@ -169,6 +176,9 @@ def sequence_problems(
             f"(first: window {i} of {seq.video_ids[i]!r}, {int(seq.masks[i].sum())} real steps, "
             f"expected {int(valid[wrong[0]])})"
         )
+    want_first = first_targets(start, window, stride)
+    if not np.array_equal(seq.first_targets[order], want_first):
+        problems.append("first_targets: not where the overlap with the window before ends")
     start_rank = np.lexsort((seq.start_times[order], seq.video_ids[order]))
     if not np.array_equal(start_rank, np.arange(len(order))):
         problems.append("windows of a video are not in time order")

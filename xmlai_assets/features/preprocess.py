@@ -29,7 +29,7 @@ from xmlai_assets.timeline.tables import file_sha256
 
 SPLITS = ("train", "val")
 # Bump when a change here changes the bytes of a split, the scalers or the sequences.
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"
 
 
 @dataclass(frozen=True)

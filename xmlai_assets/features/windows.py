@@ -13,7 +13,7 @@ from xmlai_assets.features.frames import DataFileError, TrackFrames
 from xmlai_assets.timeline.schema import N_TRACKS, TRACK_PARAMS
 
 N_FEATURES = N_TRACKS * len(TRACK_PARAMS)
-ARRAYS = ("sequences", "masks", "video_ids", "start_times")
+ARRAYS = ("sequences", "masks", "video_ids", "start_times", "first_targets")
 # Zip members carry a fixed date, so the same arrays give the same bytes on every run.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -51,6 +51,10 @@ class Sequences:
     masks: np.ndarray  # bool [N, window]: True on real steps, False on padding
     video_ids: np.ndarray  # str [N]
     start_times: np.ndarray  # float64 [N]: timeline time of each window's first step, seconds
+    # int16 [N]: the first step whose next step is scored in this window: 0 in a video's first
+    # window; in a later one, past the targets the window before it scored (overlap), so a
+    # step is scored once
+    first_targets: np.ndarray
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in ARRAYS}
@@ -79,7 +83,14 @@ def cut_windows(frames: TrackFrames, encoded: np.ndarray, window: int, stride: i
         masks=masks,
         video_ids=ids[video],
         start_times=frames.time[frames.offsets[video] + start] if len(frames.time) else np.zeros(0),
+        first_targets=first_targets(start, window, stride),
     )
+
+
+def first_targets(start: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """Per window (its first step's index in the video): where its unscored targets begin."""
+    overlap = max(0, window - stride - 1)
+    return np.where(start == 0, 0, overlap).astype(np.int16)
 
 
 def write_npz(sequences: Sequences, path: str | os.PathLike[str]) -> None:

@@ -18,21 +18,35 @@ N_PARAMS = len(TRACK_PARAMS)
 
 @dataclass
 class Batch:
-    """Windows of one batch: `sequences` float [B, T, 180], `masks` bool [B, T] (True = real)."""
+    """Windows of one batch: `sequences` float [B, T, 180], `masks` bool [B, T] (True = real),
+    and `first_targets` long [B] (evaluation scores the targets of steps from there on; None:
+    all)."""
 
     sequences: torch.Tensor
     masks: torch.Tensor
+    first_targets: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.sequences.to(device), self.masks.to(device))
+        first = None if self.first_targets is None else self.first_targets.to(device)
+        return Batch(self.sequences.to(device), self.masks.to(device), first)
 
 
 class MultiTrackDataset(Dataset):
     """The windows of one sequences file; item i is (sequence [T, 180], mask [T])."""
 
-    def __init__(self, sequences: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor):
+    def __init__(
+        self,
+        sequences: np.ndarray | torch.Tensor,
+        masks: np.ndarray | torch.Tensor,
+        first_targets: np.ndarray | torch.Tensor | None = None,
+    ):
         self.sequences = torch.as_tensor(sequences, dtype=torch.float32)
         self.masks = torch.as_tensor(masks, dtype=torch.bool)
+        if first_targets is None:
+            first_targets = torch.zeros(len(self.masks), dtype=torch.long)
+        self.first_targets = torch.as_tensor(first_targets, dtype=torch.long).to(
+            self.sequences.device
+        )
         if self.sequences.ndim != 3 or self.sequences.shape[2] != N_TRACKS * N_PARAMS:
             raise ValueError(f"sequences of shape {tuple(self.sequences.shape)}: want [N, T, 180]")
         if self.masks.shape != self.sequences.shape[:2]:
@@ -43,11 +57,17 @@ class MultiTrackDataset(Dataset):
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike[str]) -> MultiTrackDataset:
-        seq = read_npz(path, names=("sequences", "masks"))
-        return cls(seq.sequences, seq.masks)
+        seq = read_npz(path, names=("sequences", "masks", "first_targets"))
+        return cls(seq.sequences, seq.masks, seq.first_targets)
 
     def __len__(self) -> int:
         return len(self.masks)
+
+    def to(self, device: torch.device | str) -> MultiTrackDataset:
+        """The same windows on `device` (batches are then cut there)."""
+        return MultiTrackDataset(
+            self.sequences.to(device), self.masks.to(device), self.first_targets
+        )
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.sequences[i], self.masks[i]
@@ -93,4 +113,8 @@ class BatchIterator:
         order = order.to(self.dataset.sequences.device)  # index where the windows live
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield Batch(self.dataset.sequences[index], self.dataset.masks[index])
+            yield Batch(
+                self.dataset.sequences[index],
+                self.dataset.masks[index],
+                self.dataset.first_targets[index],
+            )

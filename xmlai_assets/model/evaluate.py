@@ -200,6 +200,10 @@ def evaluate(
     for batch in batches:
         outputs = predict(batch)
         targets = next_step_targets(batch.sequences, batch.masks)
+        # each step once: a window's targets the window before it scored are not scored again
+        steps = torch.arange(batch.sequences.shape[1] - 1, device=batch.masks.device)
+        first = batch.first_targets
+        once = (steps[None, :] >= first[:, None]) if first is not None else None
         prev = _tracks(batch.sequences[:, :-1])
         changed = {
             "active": targets.active != prev[..., ACTIVE].round().long(),
@@ -208,6 +212,8 @@ def evaluate(
         for i, param in enumerate(CONTINUOUS_PARAMS):
             changed[param] = (targets.values[..., i] - prev[..., 2 + i]).abs() > 1e-6
         for head, (loss, weight) in element_losses(outputs, targets, class_weights).items():
+            if once is not None:
+                weight = weight * once.reshape(*once.shape, *([1] * (weight.ndim - 2)))
             scored = weight > 0
             sums.add(f"loss_{head}", loss, weight)
             sums.add(f"change_loss_{head}", loss, weight * changed[head])

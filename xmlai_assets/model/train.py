@@ -202,8 +202,7 @@ def train(
     device = resolve_device(config.device)
     deferred = device.type == "cuda" if deferred_guard is None else deferred_guard
     if device.type != "cpu":  # the windows live on the accelerator; batches are cut there
-        train_data = MultiTrackDataset(train_data.sequences.to(device), train_data.masks.to(device))
-        val_data = MultiTrackDataset(val_data.sequences.to(device), val_data.masks.to(device))
+        train_data, val_data = train_data.to(device), val_data.to(device)
     key = config.key(data_version)
     checkpoint_path = Path(checkpoint) if checkpoint else None
     saved = load_checkpoint(checkpoint_path, log) if checkpoint_path else None

@@ -121,7 +121,9 @@ def test_npz_round_trips_and_identical_arrays_give_identical_bytes(tmp_path):
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     back = read_npz(tmp_path / "a.npz")
     with np.load(tmp_path / "a.npz") as data:
-        assert sorted(data.files) == ["masks", "sequences", "start_times", "video_ids"]
+        assert sorted(data.files) == sorted(
+            ["masks", "sequences", "start_times", "video_ids", "first_targets"]
+        )
     for name, array in seq.arrays().items():
         np.testing.assert_array_equal(getattr(back, name), array)
         assert getattr(back, name).dtype == array.dtype
@@ -134,6 +136,7 @@ def test_npz_holding_a_pickle_or_junk_is_refused(tmp_path):
         masks=np.ones((1, 2), bool),
         video_ids=np.array([{"a": 1}], dtype=object),
         start_times=np.zeros(1),
+        first_targets=np.zeros(1, np.int16),
     )
     np.savez(tmp_path / "pickled.npz", **objects.arrays())
     with pytest.raises(DataFileError, match="pickled.npz"):

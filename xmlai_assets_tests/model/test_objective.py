@@ -126,3 +126,27 @@ def test_the_fair_copy_copies_each_tracks_state_with_its_own_chance_of_staying()
     fair = evaluate(fair_copy(priors), [batch], value_scale={"x": 1.0})
     plain = evaluate(persistence(priors), [batch], value_scale={"x": 1.0})
     assert fair["change_x_mae"] < plain["change_x_mae"]
+
+
+def test_overlapping_windows_score_each_step_once():
+    # 15 steps of one video: V1 on, x rising; cut as windows of 10 every 5 steps, or as one
+    steps = [{0: (1, t % 3, 0.0, float(t))} for t in range(15)]
+    whole = window(steps)
+    one = Batch(whole, torch.ones(1, 15, dtype=torch.bool))
+    cut = torch.zeros(2, 15, 180)
+    cut[0, :10], cut[1, :10] = whole[0, :10], whole[0, 5:15]
+    masks = torch.zeros(2, 15, dtype=torch.bool)
+    masks[:, :10] = True
+    # the second window's targets 6..9 were the first's: it scores from its step 4 on
+    from xmlai_assets.features.windows import first_targets
+
+    first = torch.as_tensor(first_targets(torch.tensor([0, 5]).numpy(), 10, 5)).long()
+    assert first.tolist() == [0, 4]
+    two = Batch(cut, masks, first)
+    priors = Priors.from_training([one])
+    as_one = evaluate(majority_mean(priors), [one], value_scale={"x": 1.0})
+    as_two = evaluate(majority_mean(priors), [two], value_scale={"x": 1.0})
+    assert as_two["x_mae"] == pytest.approx(as_one["x_mae"])
+    assert as_two["loss"] == pytest.approx(as_one["loss"])
+    twice = evaluate(majority_mean(priors), [Batch(cut, masks)], value_scale={"x": 1.0})
+    assert twice["x_mae"] != pytest.approx(as_one["x_mae"])  # scored twice, it would differ

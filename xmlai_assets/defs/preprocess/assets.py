@@ -142,7 +142,8 @@ def scalers(
             description=f"{label} windows ({split}_sequences.npz): sequences float32 "
             "[N, window, 180] (per track: active, asset, then the scaled continuous values; 0 "
             "where a track is off), masks bool [N, window] (False on end padding), video_ids "
-            "[N], start_times [N] in seconds.",
+            "[N], start_times [N] in seconds, first_targets [N] (where a window's unscored "
+            "targets begin: each step is scored once).",
             kinds={"numpy"},
         )
         for split, label in (("train", "Training"), ("val", "Validation"))
