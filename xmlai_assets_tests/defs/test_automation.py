@@ -177,7 +177,7 @@ def test_the_schedule_retrains_everything_from_the_master_with_its_checks():
         "train_sequences_sequences_well_formed",
         "val_sequences_sequences_well_formed",
         "val_sequences_split_as_configured",
-        "trained_model",  # beats_persistence is reported by the training step itself
+        "trained_model",  # the promotion check is reported by the training step itself
     } <= set(job.graph.node_dict)
 
 
