@@ -181,6 +181,53 @@ class _Sums:
         return self.sum[key] / n if n else math.nan
 
 
+class _Events:
+    """The chance each scored track gives of flipping (turning on if off, off if on) at the next
+    step, beside whether it did, gathered over batches."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[torch.Tensor, ...]] = []
+
+    def add(
+        self,
+        logits: torch.Tensor,
+        current: torch.Tensor,
+        target: torch.Tensor,
+        scored: torch.Tensor,
+    ) -> None:
+        p_on = logits.float().softmax(-1)[..., 1]  # [B, T-1, 20]
+        was_on = current.round().long() == 1
+        flip = torch.where(was_on, 1 - p_on, p_on)
+        tracks = torch.arange(p_on.shape[-1], device=p_on.device).expand_as(p_on)
+        self.parts.append(
+            tuple(
+                x[scored].detach().cpu()
+                for x in (flip, target.long() != was_on.long(), was_on, tracks)
+            )
+        )
+
+    def metrics(self) -> dict[str, float]:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        if not self.parts:
+            return {}
+        columns = zip(*self.parts, strict=True)
+        score, flipped, was_on, track = (torch.cat(x).numpy() for x in columns)
+        live = set(track[was_on | flipped].tolist())  # tracks that are ever on
+        out = {}
+        for name, state in (("turn_on", False), ("turn_off", True)):
+            ap, auroc = [], []
+            for t in sorted(live):
+                rows = (track == t) & (was_on == state)
+                y = flipped[rows]
+                if y.any() and not y.all():
+                    ap.append(average_precision_score(y, score[rows]))
+                    auroc.append(roc_auc_score(y, score[rows]))
+            out[f"{name}_ap"] = float(sum(ap) / len(ap)) if ap else math.nan
+            out[f"{name}_auroc"] = float(sum(auroc) / len(auroc)) if auroc else math.nan
+        return out
+
+
 def evaluate(
     predict: Predictor,
     batches: Iterable[Batch],
@@ -194,9 +241,13 @@ def evaluate(
     Keys: `loss_<head>` (the training loss of each head) and `loss` (their weighted sum);
     `active_acc`; `asset_acc` (on active targets); `<param>_mae` in original units
     (`value_scale[param]` original units per scaled unit); each also as `change_<key>`, over
-    the elements whose target differs from the step before. NaN where nothing was scored.
+    the elements whose target differs from the step before. And the events: `turn_on_ap`,
+    `turn_on_auroc`, `turn_off_ap`, `turn_off_auroc`, how well the chance of a track turning on
+    (off) at the next step ranks the steps where it does, averaged over the tracks that are
+    ever on. NaN where nothing was scored.
     """
     sums = _Sums()
+    events = _Events()
     for batch in batches:
         outputs = predict(batch)
         targets = next_step_targets(batch.sequences, batch.masks)
@@ -210,11 +261,13 @@ def evaluate(
             "asset": targets.asset != prev[..., ASSET].round().long(),
         }
         for i, param in enumerate(CONTINUOUS_PARAMS):
-            changed[param] = (targets.values[..., i] - prev[..., 2 + i]).abs() > 1e-6
+            changed[param] = (targets.values[..., i] - prev[..., VALUES][..., i]).abs() > 1e-6
         for head, (loss, weight) in element_losses(outputs, targets, class_weights).items():
             if once is not None:
                 weight = weight * once.reshape(*once.shape, *([1] * (weight.ndim - 2)))
             scored = weight > 0
+            if head == "active":
+                events.add(outputs["active"][:, :-1], prev[..., ACTIVE], targets.active, scored)
             sums.add(f"loss_{head}", loss, weight)
             sums.add(f"change_loss_{head}", loss, weight * changed[head])
             if head in ("active", "asset"):
@@ -225,7 +278,7 @@ def evaluate(
                 error = (loss.sqrt() * float(value_scale.get(head, 1.0))).detach()
                 sums.add(f"{head}_mae", error, scored)
                 sums.add(f"change_{head}_mae", error, scored & changed[head])
-    metrics = {key: sums.mean(key) for key in sorted(sums.n)}
+    metrics = {key: sums.mean(key) for key in sorted(sums.n)} | events.metrics()
     weights = weights or {}
     for prefix in ("", "change_"):
         parts = [metrics[f"{prefix}loss_{h}"] for h in HEADS]

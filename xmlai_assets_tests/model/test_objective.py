@@ -150,3 +150,29 @@ def test_overlapping_windows_score_each_step_once():
     assert as_two["loss"] == pytest.approx(as_one["loss"])
     twice = evaluate(majority_mean(priors), [Batch(cut, masks)], value_scale={"x": 1.0})
     assert twice["x_mae"] != pytest.approx(as_one["x_mae"])  # scored twice, it would differ
+
+
+def test_turn_on_and_off_events_rank_the_flips():
+    # V2 turns on at step 3 and off at step 6, twice over two windows; V1 always on
+    steps = [
+        {0: (1, 0, 0.0, 0.0), **({1: (1, 1, 0.0, 0.0)} if 3 <= t < 6 else {})} for t in range(8)
+    ]
+    seq = window(steps).repeat(2, 1, 1)
+    batch = Batch(seq, torch.ones(2, 8, dtype=torch.bool))
+
+    def knowing(batch):  # gives the flips the highest chance, and nothing else
+        out = uniform_outputs(2, 8)
+        on_next = torch.zeros(2, 8, 20)
+        on_next[:, :, 0] = 1
+        on_next[:, 2:5, 1] = 1  # V2 is on at steps 3..5: predicted at 2..4
+        out["active"] = torch.stack([1 - on_next, on_next], -1).clamp(0.01, 0.99).log()
+        return out
+
+    perfect = evaluate(knowing, [batch], value_scale={})
+    assert perfect["turn_on_ap"] == 1.0 and perfect["turn_on_auroc"] == 1.0
+    assert perfect["turn_off_ap"] == 1.0 and perfect["turn_off_auroc"] == 1.0
+    blind = evaluate(lambda b: uniform_outputs(2, 8), [batch], value_scale={})
+    # a constant chance ranks nothing: AUROC 0.5, AP the share of flips
+    assert blind["turn_on_auroc"] == 0.5
+    assert blind["turn_on_ap"] == pytest.approx(1 / 4)  # V2 off at 0,1,2 and 6: one turns on
+    assert blind["turn_off_ap"] == pytest.approx(1 / 3)  # V2 on at 3,4,5: one turns off
