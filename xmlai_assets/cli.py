@@ -221,9 +221,10 @@ def print_model_report(layout: DataLayout) -> None:
     metrics = metadata["metrics"]
     print(f"model: {folder} (champion: {champion(layout.models_dir) or 'none'})")
     print(f"  {'validation':24}{'model':>10}{'fair copy':>10}{'copy prev':>10}{'majority':>10}")
-    for key in ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss"):
-        names = ("model", "fair_copy", "persistence", "majority_mean")
-        row = [metrics[name][key] if name in metrics else None for name in names]
+    keys = ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss")
+    columns = ("model", "fair_copy", "persistence", "majority_mean")
+    for key in (*keys, "turn_on_ap", "turn_off_ap"):
+        row = [metrics[name].get(key) if name in metrics else None for name in columns]
         print(f"  {key:24}" + "".join(f"{'-':>10}" if v is None else f"{v:10.4f}" for v in row))
     print(f"  all metrics: {folder / 'metadata.json'}")
 
