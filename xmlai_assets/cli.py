@@ -40,13 +40,9 @@ def limit_writer_pools(instance) -> None:
     from xmlai_assets.defs.resources import WRITER_POOLS
 
     storage = instance.event_log_storage
-    limits = (
-        {info.concurrency_key: info.slot_count for info in storage.get_concurrency_info_list()}
-        if hasattr(storage, "get_concurrency_info_list")
-        else {}
-    )
+    limited = storage.get_concurrency_keys()
     for pool in WRITER_POOLS:
-        if pool not in limits:
+        if pool not in limited:
             storage.set_concurrency_slots(pool, 1)
 
 
@@ -83,10 +79,10 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 def files_to_parse(layout: DataLayout, keys: list[str]) -> list[str]:
     """The partitions whose frames are missing, or were made from other content or by another
     parser version: a rerun with nothing changed parses nothing."""
-    from xmlai_assets.timeline.ingest import folder_version, is_current, read_report
+    from xmlai_assets.timeline.ingest import folder_version
 
-    _, hashes = folder_version(layout)
-    return [key for key in keys if not is_current(read_report(layout, key), hashes.get(key))]
+    folder = folder_version(layout)
+    return [key for key in keys if folder.needs_parse(key)]
 
 
 def contiguous_ranges(keys: list[str], wanted: list[str]) -> list[tuple[str, str]]:
@@ -121,7 +117,7 @@ def run_pipeline(
     from xmlai_assets.defs.metadata import observation_tags
     from xmlai_assets.defs.partitions import sync_timeline_partitions, timeline_files
     from xmlai_assets.defs.resources import DataPaths
-    from xmlai_assets.timeline.ingest import folder_version, read_report
+    from xmlai_assets.timeline.ingest import folder_version
 
     defs = build_definitions(
         DataPaths(data_dir=str(layout.data_dir), timelines_dir=str(layout.timelines_dir))
@@ -147,15 +143,16 @@ def run_pipeline(
             },
             raise_on_error=False,
         )
-    version, hashes = folder_version(layout)
+    folder = folder_version(layout)
     instance.report_runless_asset_event(
         dg.AssetObservation(
-            asset_key=TIMELINE_XML, metadata={"files": len(hashes)}, tags=observation_tags(version)
+            asset_key=TIMELINE_XML,
+            metadata={"files": len(folder.hashes)},
+            tags=observation_tags(folder.version),
         )
     )
     failed = {}
-    for key in keys:
-        report = read_report(layout, key)
+    for key, report in folder.reports.items():
         if report is not None and report["status"] != "ok":
             failed[key] = report["reason"]
     for key, reason in sorted(failed.items()):

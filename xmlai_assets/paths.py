@@ -46,13 +46,11 @@ class DataLayout:
         check_timeline_key(key)
         path = self.timelines_dir / key
         try:
-            mode = path.lstat().st_mode
+            problem = _not_a_regular_file(path.lstat().st_mode)
         except OSError as exc:
             raise UnsafeTimelineKey(key, f"no such file in {self.timelines_dir}") from exc
-        if stat.S_ISLNK(mode):
-            raise UnsafeTimelineKey(key, "is a symbolic link; links are not followed")
-        if not stat.S_ISREG(mode):
-            raise UnsafeTimelineKey(key, f"is not a regular file ({_file_kind(mode)})")
+        if problem:
+            raise UnsafeTimelineKey(key, problem)
         return path
 
     @property
@@ -136,7 +134,12 @@ def artifact_stem(key: str) -> str:
     return f"{readable}-{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
 
-def _file_kind(mode: int) -> str:
+def _not_a_regular_file(mode: int) -> str | None:
+    """Why an entry of this mode (from lstat) is no timeline file, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link; links are not followed"
     for test, kind in (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -145,8 +148,8 @@ def _file_kind(mode: int) -> str:
         (stat.S_ISBLK, "a block device"),
     ):
         if test(mode):
-            return kind
-    return "not a regular file"
+            return f"is not a regular file ({kind})"
+    return "is not a regular file"
 
 
 def scan_timeline_folder(folder: str | os.PathLike[str]) -> tuple[list[str], dict[str, str]]:
@@ -169,10 +172,9 @@ def scan_timeline_folder(folder: str | os.PathLike[str]) -> tuple[list[str], dic
                 continue
             except OSError:
                 continue  # gone since the listing
-            if stat.S_ISLNK(mode):
-                skipped[entry.name] = "is a symbolic link; links are not followed"
-            elif not stat.S_ISREG(mode):
-                skipped[entry.name] = f"is not a regular file ({_file_kind(mode)})"
+            problem = _not_a_regular_file(mode)
+            if problem:
+                skipped[entry.name] = problem
             else:
                 names.append(entry.name)
     return sorted(names), skipped

@@ -24,7 +24,7 @@ from xmlai_assets.defs.metadata import observation_tags
 from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.paths import PROJECT_ROOT, scan_timeline_folder
-from xmlai_assets.timeline.ingest import folder_version, is_current, read_report
+from xmlai_assets.timeline.ingest import folder_version
 
 FRAMES = dg.AssetKey("timeline_frames")
 MASTER = dg.AssetKey("master_training_data")
@@ -101,17 +101,18 @@ def timeline_files_sensor(context: dg.SensorEvaluationContext, paths: DataPaths)
         return dg.SkipReason("no file was added, changed or removed")
     for name, reason in sorted(skipped.items()):
         context.log.warning(f"{folder / name}: not a partition: {reason}")
-    version, hashes = folder_version(layout)
+    folder = folder_version(layout)
+    version, hashes = folder.version, folder.hashes
     added = sorted(set(hashes) - known)
     removed = sorted(known - set(hashes))
     runs, changed = [], []
     for name in sorted(hashes):
-        report = read_report(layout, name)
-        if is_current(report, hashes[name]):
+        if not folder.needs_parse(name):
             continue  # parsed (or refused) from exactly this content already
         if name not in added:
             changed.append(name)
         # the parse count in the key: content that comes back after a change is parsed again
+        report = folder.reports[name]
         generation = report.get("generation", 0) if report else 0
         runs.append(
             dg.RunRequest(

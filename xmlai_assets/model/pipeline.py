@@ -101,7 +101,12 @@ def loss_curve(history: list[EpochRecord], best_epoch: int) -> bytes:
 
 
 def _champion_on(
-    layout: DataLayout, val_batches, scalers: dict, config: TrainConfig, class_weights
+    layout: DataLayout,
+    val_batches,
+    scalers: dict,
+    value_scale: dict[str, float],
+    config: TrainConfig,
+    class_weights,
 ) -> tuple[str | None, dict[str, float] | None, str]:
     """(the current champion, its metrics on these validation windows in this run's units and
     loss, a note when it could not be scored)."""
@@ -117,7 +122,7 @@ def _champion_on(
     metrics = evaluate(
         predictor_in_units_of(loaded, center, scale),
         val_batches,
-        value_scale={p: scalers[p]["scale"] for p in CONTINUOUS_PARAMS},
+        value_scale=value_scale,
         weights=config.loss_weights,
         class_weights=class_weights,
     )
@@ -192,7 +197,7 @@ def fit_model(
         class_weights=result.class_weights,
     )
     current, champion_metrics, note = _champion_on(
-        layout, val_batches, scalers, config, result.class_weights
+        layout, val_batches, scalers, value_scale, config, result.class_weights
     )
     if champion_metrics is not None:
         metrics["champion"] = champion_metrics

@@ -117,17 +117,31 @@ def read_report(layout: DataLayout, name: str) -> dict | None:
     return report if isinstance(report, dict) and report.get("file") == name else None
 
 
-def folder_version(layout: DataLayout) -> tuple[str, dict[str, str]]:
-    """(a digest of every timeline file's name and content hash, {name: sha256}) for the
-    watched folder. A file whose size and modification time match its report is not read
-    again; any other is hashed."""
-    hashes = {}
+@dataclass
+class FolderState:
+    """The watched folder as the pipeline sees it."""
+
+    version: str  # a digest of every file's name and content hash
+    hashes: dict[str, str]  # file name -> sha256 of its content
+    reports: dict[str, dict | None]  # file name -> the report of its last parse, if any
+
+    def needs_parse(self, name: str) -> bool:
+        """Whether a file has no report of this content and this parser version."""
+        return not is_current(self.reports.get(name), self.hashes.get(name))
+
+
+def folder_version(layout: DataLayout) -> FolderState:
+    """The watched folder's files, their content hashes and their reports (each read once). A
+    file whose size and modification time match its report is not read again; any other is
+    hashed."""
+    hashes, reports = {}, {}
     for name in list_timeline_files(layout.timelines_dir):
-        report = read_report(layout, name) or {}
+        report = reports[name] = read_report(layout, name)
         try:
             st = (layout.timelines_dir / name).stat()
-            if [report.get("xml_size"), report.get("xml_mtime_ns")] == [st.st_size, st.st_mtime_ns]:
-                hashes[name] = report["xml_sha256"]
+            known = report or {}
+            if [known.get("xml_size"), known.get("xml_mtime_ns")] == [st.st_size, st.st_mtime_ns]:
+                hashes[name] = known["xml_sha256"]
             else:
                 hashes[name] = file_sha256(layout.timelines_dir / name)
         except (OSError, KeyError):
@@ -135,7 +149,7 @@ def folder_version(layout: DataLayout) -> tuple[str, dict[str, str]]:
     digest = hashlib.sha256()
     for name, sha in sorted(hashes.items()):
         digest.update(f"{name}\0{sha}\n".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:32], hashes
+    return FolderState(digest.hexdigest()[:32], hashes, reports)
 
 
 @dataclass
@@ -199,13 +213,14 @@ def build_master_csv(
         previous is not None
         and previous.get("inputs") == summary.inputs
         and layout.master_csv.is_file()
-        and file_sha256(layout.master_csv) == previous.get("sha256")
+        and (on_disk := file_sha256(layout.master_csv)) == previous.get("sha256")
     )
     if not unchanged:
         master = concat_frames(read_frames(layout.frames_file(name)) for name in included)
         write_csv(master, layout.master_csv)
         del master
+        on_disk = file_sha256(layout.master_csv)
     summary.rewritten = not unchanged
-    summary.sha256 = file_sha256(layout.master_csv)
+    summary.sha256 = on_disk
     summary.size_bytes = layout.master_csv.stat().st_size
     return summary

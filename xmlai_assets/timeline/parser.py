@@ -182,8 +182,7 @@ class _Reader:
             value = int(text)  # the common case, without the float round trip
         except (TypeError, ValueError):
             value = self.to_number(text, tag, what=what, default=default)
-        if abs(value) > MAX_FRAME:
-            raise self.fail(f"{what} has <{tag}> {value:g}, beyond any timecode ({MAX_FRAME:g})")
+        self.within_timecode(value, tag, what)
         if value != int(value):
             raise self.fail(f"{what} has a fractional frame count in <{tag}>: {value}")
         return int(value)
@@ -335,9 +334,12 @@ class _Reader:
     def frame_axis(self, text: str | None, tag: str, *, what: str) -> float:
         """A position on a frame axis that may be fractional (a keyframe's `when`)."""
         value = self.to_number(text, tag, what=what)
+        self.within_timecode(value, tag, what)
+        return value
+
+    def within_timecode(self, value: float, tag: str, what: str) -> None:
         if abs(value) > MAX_FRAME:
             raise self.fail(f"{what} has <{tag}> {value:g}, beyond any timecode ({MAX_FRAME:g})")
-        return value
 
     def value(self, el: etree._Element | None, out: str, what: str) -> float | tuple[float, float]:
         if el is None:

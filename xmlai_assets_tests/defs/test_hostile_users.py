@@ -2,7 +2,6 @@
 processes: nothing is read or written outside the folders, no file blocks the others, and
 nothing needs a person to repair it."""
 
-import importlib
 import os
 import socket
 import subprocess
@@ -13,11 +12,10 @@ import time
 import dagster as dg
 import pandas as pd
 import pytest
-import torch
 from dagster._core.instance.ref import InstanceRef
 
 from xmlai_assets.atomic import TEMP_SUFFIX
-from xmlai_assets.cli import fail_orphaned_runs, run_pipeline
+from xmlai_assets.cli import fail_orphaned_runs, limit_writer_pools, run_pipeline
 from xmlai_assets.definitions import build_definitions
 from xmlai_assets.defs.resources import WRITER_POOLS, DataPaths
 from xmlai_assets.model.store import ModelStoreError, champion, load_model
@@ -162,26 +160,6 @@ def test_a_corrupt_checkpoint_is_set_aside_and_training_recovers(layout):
     assert layout.train_checkpoint.with_name("trained_model.pt.unusable").is_file()
 
 
-def test_a_checkpoint_of_the_right_key_but_wrong_shapes_is_set_aside(layout, monkeypatch):
-    train_module = importlib.import_module("xmlai_assets.model.train")
-
-    real = train_module.load_checkpoint
-
-    def wrong_shapes(path, log=print):
-        state = real(path, log)
-        if state is not None:
-            state["model"] = {"nonsense": torch.zeros(3)}
-        return state
-
-    config = {"ops": {"trained_model": {"config": {**TINY_TRAIN, "epochs": 2}}}}
-    with dg.instance_for_test() as instance:
-        assert run_pipeline(layout, instance, config)
-        layout.train_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": "x", "model": {}}, layout.train_checkpoint)
-        monkeypatch.setattr(train_module, "load_checkpoint", wrong_shapes)
-        assert run_pipeline(layout, instance, config)
-
-
 def test_damaged_model_files_and_a_hostile_champion_pointer_raise_model_store_error(layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, {"ops": {"trained_model": {"config": TINY_TRAIN}}})
@@ -222,6 +200,10 @@ def test_concurrent_first_starts_create_one_usable_instance(tmp_path):
         # and every artifact's writers are one at a time, whatever dagster.yaml says
         for pool in WRITER_POOLS:
             assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
+        # a limit an operator set is kept
+        instance.event_log_storage.set_concurrency_slots(WRITER_POOLS[0], 2)
+        limit_writer_pools(instance)
+        assert instance.event_log_storage.get_concurrency_info(WRITER_POOLS[0]).slot_count == 2
 
 
 def test_a_killed_command_line_run_is_marked_failed_and_its_temp_files_removed(layout):

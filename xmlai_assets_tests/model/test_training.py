@@ -283,3 +283,30 @@ def test_the_device_loop_repeats_exactly_and_learns(data):
     for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
         assert torch.equal(x, y)
     assert a.history[-1].train_loss < a.history[0].train_loss
+
+
+def test_a_checkpoint_of_these_settings_that_does_not_fit_is_set_aside(tmp_path, data):
+    config = TrainConfig(**TINY, epochs=2)
+    whole = train(*data, config, log=quiet)
+
+    class Crash(Exception):
+        pass
+
+    def crash(record):
+        raise Crash
+
+    checkpoint = tmp_path / "ckpt.pt"
+    with pytest.raises(Crash):
+        train(*data, config, checkpoint=checkpoint, data_version="d", log=quiet, after_epoch=crash)
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["model"] = {"nonsense": torch.zeros(3)}  # right key, weights of no such model
+    torch.save(saved, checkpoint)
+    lines = []
+    again = train(*data, config, checkpoint=checkpoint, data_version="d", log=lines.append)
+    assert any("is unusable" in line for line in lines)
+    assert checkpoint.with_name("ckpt.pt.unusable").exists()
+    assert again.resumed_from_epoch == 0
+    for x, y in zip(
+        whole.model.state_dict().values(), again.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y)  # started over: the same weights as a run from scratch

@@ -49,9 +49,9 @@ class IngestConfig(dg.Config):
     kinds={"xml"},
 )
 def timeline_xml(context: dg.AssetExecutionContext, paths: DataPaths) -> dg.DataVersion:
-    version, files = folder_version(paths.layout)
-    context.log.info(f"{len(files)} timeline files in {paths.layout.timelines_dir}")
-    return dg.DataVersion(version)
+    folder = folder_version(paths.layout)
+    context.log.info(f"{len(folder.hashes)} timeline files in {paths.layout.timelines_dir}")
+    return dg.DataVersion(folder.version)
 
 
 def frames_metadata(report: dict) -> dict[str, object]:

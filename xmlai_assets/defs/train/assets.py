@@ -90,13 +90,14 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
     }
     if "champion" in metrics:
         losses["previous_champion_val_loss"] = metrics["champion"]["loss"]
+    losses = {k: rounded(v, 6) for k, v in losses.items()}
     yield dg.MaterializeResult(
         metadata={
             "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{png})"),
             "version": dg.MetadataValue.path(str(summary.version)),
             "promoted": promotion.promoted,
             "promotion": promotion.reason,
-            **{k: rounded(v, 6) for k, v in losses.items()},
+            **losses,
             "evaluation": _evaluation_table(metrics),
             "versions": table(
                 version_history(layout.models_dir),
@@ -133,7 +134,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
         severity=dg.AssetCheckSeverity.WARN,
         description=promotion.reason,
         metadata={
-            **{k: rounded(v, 6) for k, v in losses.items()},
+            **losses,
             "previous_champion": promotion.previous or "none",
         },
     )
@@ -148,7 +149,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
                     "version_name": summary.version.name,
                     "previous_champion": promotion.previous or "none",
                     "reason": promotion.reason,
-                    **{k: rounded(v, 6) for k, v in losses.items()},
+                    **losses,
                     "evaluation": _evaluation_table(metrics),
                 },
             )
