@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -106,7 +107,11 @@ class TrainConfig(pydantic.BaseModel):
     device: Device = pydantic.Field(
         default="auto", description="auto: CUDA when present, else CPU."
     )
-    compile: bool = pydantic.Field(default=False, description="torch.compile the model (opt-in).")
+    compile: bool = pydantic.Field(
+        default=False,
+        description="On CUDA: torch.compile the model for training (batches then all have "
+        "batch_size windows). The CPU runs it eager.",
+    )
     guard_every: int = pydantic.Field(
         default=50,
         description="On CUDA: steps between reads of the loss and the non-finite flag "
@@ -124,6 +129,21 @@ class TrainConfig(pydantic.BaseModel):
             n_layers=self.n_layers,
             d_ff=self.d_ff,
             dropout=self.dropout,
+        )
+
+    def scaled_to(self, batch_size: int, lr_factor: float = 1.0) -> TrainConfig:
+        """These settings at another batch size, by the square-root rule for Adam: the
+        learning rate, the epochs and the patience grow with sqrt(batch_size / self.batch_size),
+        so a run makes a comparable number of updates at a comparable noise scale; the warmup
+        stays the same share of the run. `lr_factor` tunes the rate on top of the rule."""
+        k = math.sqrt(batch_size / self.batch_size)
+        return self.model_copy(
+            update={
+                "batch_size": batch_size,
+                "learning_rate": float(f"{self.learning_rate * k * lr_factor:.2g}"),
+                "epochs": math.ceil(self.epochs * k),
+                "patience": math.ceil(self.patience * k),
+            }
         )
 
     def as_dict(self) -> dict:

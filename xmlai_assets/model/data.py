@@ -96,6 +96,7 @@ class BatchIterator:
         *,
         shuffle: bool,
         generator: torch.Generator | None = None,
+        drop_last: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -103,15 +104,19 @@ class BatchIterator:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        # full batches only (the rest of the shuffle waits for the next epoch's), unless the
+        # windows are fewer than one batch
+        self.drop_last = drop_last and len(dataset) >= batch_size
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.dataset)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.dataset.sequences.device)  # index where the windows live
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             yield Batch(
                 self.dataset.sequences[index],

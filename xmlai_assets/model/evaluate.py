@@ -17,14 +17,14 @@ differs from the step before), where copying is wrong by construction.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from xmlai_assets.model.data import Batch
-from xmlai_assets.model.loss import element_losses, next_step_targets
+from xmlai_assets.model.loss import Targets, element_losses, next_step_targets
 from xmlai_assets.model.transformer import HEADS, N_ASSETS, N_PARAMS
 from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, VALUES
 
@@ -251,10 +251,6 @@ def evaluate(
     for batch in batches:
         outputs = predict(batch)
         targets = next_step_targets(batch.sequences, batch.masks)
-        # each step once: a window's targets the window before it scored are not scored again
-        steps = torch.arange(batch.sequences.shape[1] - 1, device=batch.masks.device)
-        first = batch.first_targets
-        once = (steps[None, :] >= first[:, None]) if first is not None else None
         prev = _tracks(batch.sequences[:, :-1])
         changed = {
             "active": targets.active != prev[..., ACTIVE].round().long(),
@@ -262,9 +258,7 @@ def evaluate(
         }
         for i, param in enumerate(CONTINUOUS_PARAMS):
             changed[param] = (targets.values[..., i] - prev[..., VALUES][..., i]).abs() > 1e-6
-        for head, (loss, weight) in element_losses(outputs, targets, class_weights).items():
-            if once is not None:
-                weight = weight * once.reshape(*once.shape, *([1] * (weight.ndim - 2)))
+        for head, (loss, weight) in _scored_once(batch, outputs, targets, class_weights):
             scored = weight > 0
             if head == "active":
                 events.add(outputs["active"][:, :-1], prev[..., ACTIVE], targets.active, scored)
@@ -279,14 +273,64 @@ def evaluate(
                 sums.add(f"{head}_mae", error, scored)
                 sums.add(f"change_{head}_mae", error, scored & changed[head])
     metrics = {key: sums.mean(key) for key in sorted(sums.n)} | events.metrics()
-    weights = weights or {}
     for prefix in ("", "change_"):
         parts = [metrics[f"{prefix}loss_{h}"] for h in HEADS]
-        metrics[f"{prefix}loss"] = sum(
-            weights.get(h, 1.0) * (0.0 if math.isnan(p) else p)
-            for h, p in zip(HEADS, parts, strict=True)
-        )
+        metrics[f"{prefix}loss"] = _weighted_total(parts, weights)
     return metrics
+
+
+def validation_loss(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    *,
+    weights: Mapping[str, float] | None = None,
+    class_weights: Mapping[str, torch.Tensor] | None = None,
+) -> float:
+    """`evaluate(...)["loss"]` of `model` alone, computed where the batches live and read back
+    once: the training loop's validation, cheap enough for every epoch on a GPU."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for batch in batches:
+            outputs = model(batch.sequences, batch.masks)
+            targets = next_step_targets(batch.sequences, batch.masks)
+            for head, (loss, weight) in _scored_once(batch, outputs, targets, class_weights):
+                weight = weight.double()
+                sums[head] = sums.get(head, 0.0) + (loss.double() * weight).sum()
+                counts[head] = counts.get(head, 0.0) + weight.sum()
+    if not sums:
+        return math.nan
+    read = torch.stack([torch.stack([sums[h], counts[h]]) for h in HEADS]).cpu().tolist()
+    return _weighted_total([s / n if n else math.nan for s, n in read], weights)
+
+
+def _scored_once(
+    batch: Batch,
+    outputs: Mapping[str, torch.Tensor],
+    targets: Targets,
+    class_weights: Mapping[str, torch.Tensor] | None,
+) -> Iterator[tuple[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """`element_losses`, with each step scored once: a window's targets that the window before
+    it scored get weight 0 (`batch.first_targets`)."""
+    first = batch.first_targets
+    once = None
+    if first is not None:
+        steps = torch.arange(batch.sequences.shape[1] - 1, device=first.device)
+        once = steps[None, :] >= first[:, None]
+    for head, (loss, weight) in element_losses(outputs, targets, class_weights).items():
+        if once is not None:
+            weight = weight * once.reshape(*once.shape, *([1] * (weight.ndim - 2)))
+        yield head, (loss, weight)
+
+
+def _weighted_total(parts: list[float], weights: Mapping[str, float] | None) -> float:
+    """The weighted sum of the heads' losses (in HEADS order); a head that scored nothing
+    adds 0."""
+    weights = weights or {}
+    return sum(
+        weights.get(h, 1.0) * (0.0 if math.isnan(p) else p)
+        for h, p in zip(HEADS, parts, strict=True)
+    )
 
 
 def evaluate_against_baselines(

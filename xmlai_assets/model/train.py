@@ -17,7 +17,7 @@ from torch import nn
 from xmlai_assets.atomic import atomic_path
 from xmlai_assets.model.config import TrainConfig
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
-from xmlai_assets.model.evaluate import evaluate, model_predictor
+from xmlai_assets.model.evaluate import validation_loss
 from xmlai_assets.model.loss import class_weights_from, next_step_loss
 from xmlai_assets.model.transformer import MultiTrackTransformer
 
@@ -201,6 +201,7 @@ def train(
         )
     device = resolve_device(config.device)
     deferred = device.type == "cuda" if deferred_guard is None else deferred_guard
+    compiled = config.compile and device.type == "cuda"
     if device.type != "cpu":  # the windows live on the accelerator; batches are cut there
         train_data, val_data = train_data.to(device), val_data.to(device)
     key = config.key(data_version)
@@ -214,7 +215,13 @@ def train(
         torch.manual_seed(config.seed)
         model = MultiTrackTransformer(config.architecture()).to(device)
         shuffle = torch.Generator().manual_seed(config.seed)
-        batches = BatchIterator(train_data, config.batch_size, shuffle=True, generator=shuffle)
+        batches = BatchIterator(
+            train_data,
+            config.batch_size,
+            shuffle=True,
+            generator=shuffle,
+            drop_last=compiled,  # one batch shape: a compiled model is not compiled again
+        )
         optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=config.learning_rate,
@@ -248,7 +255,7 @@ def train(
             if config.class_weights
             else None
         )
-        forward = torch.compile(model) if config.compile else model
+        forward = torch.compile(model) if compiled else model
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if device.type == "cuda"
@@ -330,16 +337,11 @@ def train(
             n = float(counted)
             return (float(total) / n if n else math.nan), n_skipped
 
-        def validation_loss() -> float:
-            model.eval()
-            metrics = evaluate(
-                model_predictor(forward, device),
-                val_batches,
-                value_scale={},
-                weights=config.loss_weights,
-                class_weights=class_weights,
+        def validation() -> float:
+            model.eval()  # the plain model: a compiled one would compile again for eval
+            return validation_loss(
+                model, val_batches, weights=config.loss_weights, class_weights=class_weights
             )
-            return metrics["loss"]
 
         stopped_early = state.bad_epochs >= config.patience and resumed_from > 0
         while state.epoch < config.epochs and not stopped_early:
@@ -347,7 +349,7 @@ def train(
             train_loss, skipped = train_one_epoch_on_device() if deferred else train_one_epoch()
             state.epoch += 1
             lr = optimizer.param_groups[0]["lr"]
-            val_loss = validation_loss()
+            val_loss = validation()
             decay_after_epoch(config, state, val_loss)
             _set_learning_rate(
                 optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
