@@ -62,8 +62,9 @@ def corpus_sequences(folder: Path | None, tmp: str) -> DataLayout:
 def bare_loop(
     data: MultiTrackDataset, config: TrainConfig, epochs: int, compiled: bool = False
 ) -> tuple[float, int]:
-    """The least a loop must do: forward, loss, backward, step, with the windows where the
-    model is (on CUDA: on the device, fused AdamW). (seconds, windows trained on)."""
+    """The least a loop with these settings must do: forward, loss, backward, clip, step, with
+    the windows where the model is (on CUDA: on the device, fused AdamW). (seconds, windows
+    trained on)."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = MultiTrackTransformer(config.architecture()).to(device).train()
@@ -98,6 +99,8 @@ def bare_loop(
             loss, _ = next_step_loss(outputs, b.sequences, b.masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip > 0:  # the settings' clip, as any loop with them would
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             windows += len(b.masks)
     _sync(device)
@@ -149,6 +152,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gpu-batch", default="256,1024", help="large batches (CUDA)")
     parser.add_argument("--full", action="store_true", help="parts 3 and 4 on the CPU too")
+    parser.add_argument(
+        "--profile", action="store_true", help="the asset loop's busiest operations, one epoch"
+    )
     parser.add_argument(
         "--settings",
         type=Path,
@@ -265,7 +271,21 @@ def main() -> None:
                 f"({result.best_val_loss / reference['loss'] - 1:+.1%})   (target < 20 s)"
             )
 
+        def profile() -> None:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as profiler
+
+            one = config.model_copy(update={"epochs": 1})
+            activities = [ProfilerActivity.CPU] + (
+                [ProfilerActivity.CUDA] if device.type == "cuda" else []
+            )
+            with profiler(activities=activities) as prof:
+                train(train_data, val_data, one, log=lambda _: None)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
         section("1. the asset's loop against a bare loop", default_batch)
+        if args.profile:
+            section("1b. one epoch of the asset's loop, profiled", profile)
         if device.type == "cuda":
             section("2. large batches, bare loop", large_batches)
         if device.type == "cuda" or args.full:

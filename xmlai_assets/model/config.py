@@ -112,6 +112,11 @@ class TrainConfig(pydantic.BaseModel):
         description="On CUDA: torch.compile the model for training (batches then all have "
         "batch_size windows). The CPU runs it eager.",
     )
+    checkpoint_every: int = pydantic.Field(
+        default=1,
+        ge=1,
+        description="Epochs between checkpoints (a resumed run repeats at most this many).",
+    )
     guard_every: int = pydantic.Field(
         default=50,
         description="On CUDA: steps between reads of the loss and the non-finite flag "

@@ -21,6 +21,8 @@ from xmlai_assets.model.evaluate import validation_loss
 from xmlai_assets.model.loss import class_weights_from, next_step_loss
 from xmlai_assets.model.transformer import MultiTrackTransformer
 
+VALIDATION_BATCH = 256  # windows per validation batch: few batches, few waits on a GPU
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says at which epoch and step, and why."""
@@ -249,7 +251,7 @@ def train(
         _set_learning_rate(
             optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
         )
-        val_batches = list(BatchIterator(val_data, 64, shuffle=False))
+        val_batches = list(BatchIterator(val_data, VALIDATION_BATCH, shuffle=False))
         class_weights = (
             class_weights_from(train_data.sequences, train_data.masks)
             if config.class_weights
@@ -298,13 +300,15 @@ def train(
             return (total / counted if counted else math.nan), skipped
 
         def train_one_epoch_on_device() -> tuple[float, int]:
-            """`train_one_epoch` without waiting for the device at every step."""
+            """`train_one_epoch` without waiting for the device at every step: each step's loss
+            and non-finite flag go to a buffer on the device, read back every `guard_every`
+            steps and at the epoch's end."""
             model.train()
-            zero = torch.zeros((), device=device)
-            total, counted, skipped, streak = zero.clone(), zero.clone(), zero.clone(), zero.clone()
-            last_bad = torch.zeros((), dtype=torch.long, device=device)
+            losses = torch.zeros(len(batches), device=device)
+            bad_steps = torch.zeros(len(batches), device=device)
+            first_step = state.step + 1
             optimizer.grad_scale = None
-            for batch in batches:
+            for i, batch in enumerate(batches):
                 state.step += 1
                 with autocast:
                     outputs = forward(batch.sequences, batch.masks)
@@ -315,27 +319,23 @@ def train(
                 loss.backward()
                 clip = config.grad_clip if config.grad_clip > 0 else math.inf
                 norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
-                bad = (~(torch.isfinite(loss.detach()) & torch.isfinite(norm))).float()
+                bad = (~torch.isfinite(loss.detach() + norm)).float()
                 optimizer.found_inf = bad  # the fused update is skipped where this is 1
                 optimizer.step()
-                total += torch.nan_to_num(loss.detach().float()) * (1.0 - bad)
-                counted += 1.0 - bad
-                skipped += bad
-                streak = (streak + 1.0) * bad
-                last_bad = torch.where(bad > 0, state.step, last_bad)
+                losses[i] = loss.detach()
+                bad_steps[i] = bad
                 state.updates += 1
                 _set_learning_rate(
                     optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
                 )
                 if state.step % config.guard_every == 0:
-                    _stop_on_a_run_of_bad_steps(config, state, streak, last_bad)
-            _stop_on_a_run_of_bad_steps(config, state, streak, last_bad)
+                    _stop_on_a_run_of_bad_steps(config, state, bad_steps[: i + 1], first_step)
             del optimizer.found_inf, optimizer.grad_scale
-            n_skipped = int(skipped)
-            if n_skipped:
-                log(f"epoch {state.epoch + 1}: {n_skipped} steps skipped (non-finite)")
-            n = float(counted)
-            return (float(total) / n if n else math.nan), n_skipped
+            bad = _stop_on_a_run_of_bad_steps(config, state, bad_steps, first_step)
+            good = [float(x) for x, b in zip(losses.tolist(), bad, strict=True) if not b]
+            if len(good) < len(bad):
+                log(f"epoch {state.epoch + 1}: {len(bad) - len(good)} steps skipped (non-finite)")
+            return (sum(good) / len(good) if good else math.nan), len(bad) - len(good)
 
         def validation() -> float:
             model.eval()  # the plain model: a compiled one would compile again for eval
@@ -360,14 +360,13 @@ def train(
             state.history.append(record)
             if val_loss < state.best_val:
                 state.best_val, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
-                state.best_model = {
-                    k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-                }
+                # kept where the model is: a copy to the host would wait for the device
+                state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 state.bad_epochs += 1
             stopped_early = state.bad_epochs >= config.patience
             log(_epoch_line(config, state, record, resumed_from, stopped_early))
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and state.epoch % config.checkpoint_every == 0:
                 save_checkpoint(
                     checkpoint_path,
                     {
@@ -418,14 +417,20 @@ def _backward(
 
 
 def _stop_on_a_run_of_bad_steps(
-    config: TrainConfig, state: TrainState, streak: torch.Tensor, last_bad: torch.Tensor
-) -> None:
-    """Read the device's count of non-finite steps in a row (one wait) and stop on too many."""
-    if int(streak) >= config.max_bad_steps:
-        raise TrainingError(
-            f"epoch {state.epoch + 1}, step {int(last_bad)}: {int(streak)} non-finite losses "
-            "or gradients in a row; check the data and lower the learning rate"
-        )
+    config: TrainConfig, state: TrainState, bad_steps: torch.Tensor, first_step: int
+) -> list[bool]:
+    """Read the epoch's non-finite flags so far (one wait for the device; `first_step` is the
+    first one's step number) and stop where `max_bad_steps` of them came in a row."""
+    bad = [b > 0 for b in bad_steps.tolist()]
+    streak = 0
+    for i, b in enumerate(bad):
+        streak = streak + 1 if b else 0
+        if streak >= config.max_bad_steps:
+            raise TrainingError(
+                f"epoch {state.epoch + 1}, step {first_step + i}: {streak} non-finite losses "
+                "or gradients in a row; check the data and lower the learning rate"
+            )
+    return bad
 
 
 def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -25,6 +25,12 @@ def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor
     return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)
 
 
+def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """`F.one_hot(index, classes).to(dtype)` for indices in range, without its range check,
+    which reads the indices back to the host and so waits for a GPU at every step."""
+    return (index[..., None] == torch.arange(classes, device=index.device)).to(dtype)
+
+
 class SinusoidalPosition(nn.Module):
     def __init__(self, d_model: int):
         super().__init__()
@@ -78,8 +84,8 @@ class MultiTrackTransformer(nn.Module):
         active = tracks[..., ACTIVE].round().long().clamp(0, N_ACTIVE - 1)
         asset = tracks[..., ASSET].round().long().clamp(0, self.config.n_assets - 1)
         parts = [
-            nn.functional.one_hot(active, N_ACTIVE).to(sequences.dtype),
-            nn.functional.one_hot(asset, self.config.n_assets).to(sequences.dtype),
+            one_hot(active, N_ACTIVE, sequences.dtype),
+            one_hot(asset, self.config.n_assets, sequences.dtype),
             tracks[..., VALUES],
         ]
         return torch.cat(parts, dim=-1).reshape(b, t, -1)
