@@ -20,7 +20,12 @@ def build_definitions(paths: DataPaths | None = None) -> dg.Definitions:
         # the champion is reported by the training step, not computed by one of its own
         assets=[*dg.load_assets_from_modules(ASSET_MODULES), train.champion_model],
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
-        jobs=[automation.retrain_job, automation.quick_model_job, automation.full_model_job],
+        jobs=[
+            automation.retrain_job,
+            automation.quick_model_job,
+            automation.full_model_job,
+            automation.gpu_model_job,
+        ],
         schedules=[automation.retrain_schedule],
         sensors=[automation.timeline_files_sensor],
         resources={"paths": paths or DataPaths.from_env()},

@@ -64,6 +64,14 @@ full_model_job = dg.define_asset_job(
     "CPU.",
 )
 
+gpu_model_job = dg.define_asset_job(
+    "gpu_model",
+    selection=FROM_MASTER,
+    config=preset("train_gpu.yaml"),
+    description="One click: the same full model trained on a GPU with large batches "
+    "(configs/train_gpu.yaml): seconds on an H100, to the loss of the default batch.",
+)
+
 
 def _listing_digest(folder: Path, names: list[str]) -> str:
     """A digest of the folder's names, sizes and modification times: equal on the next tick

@@ -112,10 +112,11 @@ class TrainConfig(pydantic.BaseModel):
         description="On CUDA: torch.compile the model for training (batches then all have "
         "batch_size windows). The CPU runs it eager.",
     )
-    checkpoint_every: int = pydantic.Field(
-        default=1,
-        ge=1,
-        description="Epochs between checkpoints (a resumed run repeats at most this many).",
+    checkpoint_minutes: float = pydantic.Field(
+        default=1.0,
+        ge=0.0,
+        description="Minutes of training between checkpoints, written after the epoch that "
+        "passes them (0: after every epoch); a crash loses about this much.",
     )
     guard_every: int = pydantic.Field(
         default=50,

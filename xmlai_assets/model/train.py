@@ -16,7 +16,7 @@ from torch import nn
 
 from xmlai_assets.atomic import atomic_path
 from xmlai_assets.model.config import TrainConfig
-from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
+from xmlai_assets.model.data import Batch, BatchIterator, MultiTrackDataset
 from xmlai_assets.model.evaluate import validation_loss
 from xmlai_assets.model.loss import class_weights_from, next_step_loss
 from xmlai_assets.model.transformer import MultiTrackTransformer
@@ -191,9 +191,10 @@ def train(
     schedule counts steps, skipped ones included. On the CPU each step is checked at once and
     a run repeats and resumes exactly.
 
-    After every epoch the whole training state is written to `checkpoint` atomically. When
-    that file holds the state of a run with the same settings and `data_version`, training
-    picks up after its last epoch; on CPU the result equals an uninterrupted run.
+    After the epoch that ends `checkpoint_minutes` after the last checkpoint, the whole
+    training state is written to `checkpoint` atomically. When that file holds the state of a
+    run with the same settings and `data_version`, training picks up after its epoch; on CPU
+    the result equals an uninterrupted run.
     """
     started = time.perf_counter()
     if len(train_data) == 0 or len(val_data) == 0:
@@ -203,7 +204,6 @@ def train(
         )
     device = resolve_device(config.device)
     deferred = device.type == "cuda" if deferred_guard is None else deferred_guard
-    compiled = config.compile and device.type == "cuda"
     if device.type != "cpu":  # the windows live on the accelerator; batches are cut there
         train_data, val_data = train_data.to(device), val_data.to(device)
     key = config.key(data_version)
@@ -213,181 +213,53 @@ def train(
         log("checkpoint is of other settings or data: starting over")
         saved = None
 
-    def fresh_start():
-        torch.manual_seed(config.seed)
-        model = MultiTrackTransformer(config.architecture()).to(device)
-        shuffle = torch.Generator().manual_seed(config.seed)
-        batches = BatchIterator(
-            train_data,
-            config.batch_size,
-            shuffle=True,
-            generator=shuffle,
-            drop_last=compiled,  # one batch shape: a compiled model is not compiled again
-        )
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-            fused=deferred,
-        )
-        return model, shuffle, batches, optimizer, TrainState(decayed=config.learning_rate)
-
     with torch.random.fork_rng(devices=[]):
-        model, shuffle, batches, optimizer, state = fresh_start()
-        total_updates = config.epochs * len(batches)
+        run = _Run(config, device, train_data, val_data, deferred, log)
         if saved is not None:
             try:
-                model.load_state_dict(saved["model"])
-                optimizer.load_state_dict(saved["optimizer"])
-                _set_rng_state(saved["rng"], shuffle)
-                state = TrainState.from_dict(saved["state"])
+                run.resume(saved)
                 log(
-                    f"resuming after epoch {state.epoch} (step {state.step}) from {checkpoint_path}"
+                    f"resuming after epoch {run.state.epoch} (step {run.state.step}) from "
+                    f"{checkpoint_path}"
                 )
             except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
                 set_aside(checkpoint_path, exc, log)
-                model, shuffle, batches, optimizer, state = fresh_start()
+                run = _Run(config, device, train_data, val_data, deferred, log)
+        state = run.state
         resumed_from = state.epoch
-        _set_learning_rate(
-            optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
-        )
-        val_batches = list(BatchIterator(val_data, VALIDATION_BATCH, shuffle=False))
-        class_weights = (
-            class_weights_from(train_data.sequences, train_data.masks)
-            if config.class_weights
-            else None
-        )
-        forward = torch.compile(model) if compiled else model
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if device.type == "cuda"
-            else torch.autocast("cpu", enabled=False)
-        )
-
-        def train_one_epoch() -> tuple[float, int]:
-            """(mean training loss, steps skipped for a non-finite loss or gradient)."""
-            model.train()
-            total, counted, skipped, bad_in_a_row = 0.0, 0, 0, 0
-            for batch in batches:
-                state.step += 1
-                b = batch.to(device)
-                with autocast:
-                    outputs = forward(b.sequences, b.masks)
-                loss, _ = next_step_loss(
-                    outputs, b.sequences, b.masks, config.loss_weights, class_weights
-                )
-                problem = _backward(loss, model, optimizer, config.grad_clip)
-                if problem is not None:
-                    skipped += 1
-                    bad_in_a_row += 1
-                    where = f"epoch {state.epoch + 1} step {state.step}"
-                    log(f"{where}: non-finite {problem}; step skipped")
-                    if bad_in_a_row >= config.max_bad_steps:
-                        raise TrainingError(
-                            f"epoch {state.epoch + 1}, step {state.step}: {bad_in_a_row} "
-                            "non-finite losses or gradients in a row; check the data and lower "
-                            "the learning rate"
-                        )
-                    continue
-                bad_in_a_row = 0
-                optimizer.step()
-                state.updates += 1
-                _set_learning_rate(
-                    optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
-                )
-                total += float(loss.detach())
-                counted += 1
-            return (total / counted if counted else math.nan), skipped
-
-        def train_one_epoch_on_device() -> tuple[float, int]:
-            """`train_one_epoch` without waiting for the device at every step: each step's loss
-            and non-finite flag go to a buffer on the device, read back every `guard_every`
-            steps and at the epoch's end."""
-            model.train()
-            losses = torch.zeros(len(batches), device=device)
-            bad_steps = torch.zeros(len(batches), device=device)
-            first_step = state.step + 1
-            optimizer.grad_scale = None
-            for i, batch in enumerate(batches):
-                state.step += 1
-                with autocast:
-                    outputs = forward(batch.sequences, batch.masks)
-                loss, _ = next_step_loss(
-                    outputs, batch.sequences, batch.masks, config.loss_weights, class_weights
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                clip = config.grad_clip if config.grad_clip > 0 else math.inf
-                norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
-                bad = (~torch.isfinite(loss.detach() + norm)).float()
-                optimizer.found_inf = bad  # the fused update is skipped where this is 1
-                optimizer.step()
-                losses[i] = loss.detach()
-                bad_steps[i] = bad
-                state.updates += 1
-                _set_learning_rate(
-                    optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
-                )
-                if state.step % config.guard_every == 0:
-                    _stop_on_a_run_of_bad_steps(config, state, bad_steps[: i + 1], first_step)
-            del optimizer.found_inf, optimizer.grad_scale
-            bad = _stop_on_a_run_of_bad_steps(config, state, bad_steps, first_step)
-            good = [float(x) for x, b in zip(losses.tolist(), bad, strict=True) if not b]
-            if len(good) < len(bad):
-                log(f"epoch {state.epoch + 1}: {len(bad) - len(good)} steps skipped (non-finite)")
-            return (sum(good) / len(good) if good else math.nan), len(bad) - len(good)
-
-        def validation() -> float:
-            model.eval()  # the plain model: a compiled one would compile again for eval
-            return validation_loss(
-                model, val_batches, weights=config.loss_weights, class_weights=class_weights
-            )
-
         stopped_early = state.bad_epochs >= config.patience and resumed_from > 0
+        saved_at = time.perf_counter()
         while state.epoch < config.epochs and not stopped_early:
             t0 = time.perf_counter()
-            train_loss, skipped = train_one_epoch_on_device() if deferred else train_one_epoch()
+            train_loss, skipped = run.train_epoch_on_device() if deferred else run.train_epoch()
             state.epoch += 1
-            lr = optimizer.param_groups[0]["lr"]
-            val_loss = validation()
+            lr = run.optimizer.param_groups[0]["lr"]
+            val_loss = run.validation_loss()
             decay_after_epoch(config, state, val_loss)
-            _set_learning_rate(
-                optimizer, learning_rate(config, state.updates, total_updates, state.decayed)
-            )
+            run.set_learning_rate()
             record = EpochRecord(
                 state.epoch, train_loss, val_loss, lr, time.perf_counter() - t0, skipped
             )
             state.history.append(record)
             if val_loss < state.best_val:
                 state.best_val, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
-                # kept where the model is: a copy to the host would wait for the device
-                state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                run.keep_as_best()
             else:
                 state.bad_epochs += 1
             stopped_early = state.bad_epochs >= config.patience
             log(_epoch_line(config, state, record, resumed_from, stopped_early))
-            if checkpoint_path is not None and state.epoch % config.checkpoint_every == 0:
-                save_checkpoint(
-                    checkpoint_path,
-                    {
-                        "key": key,
-                        "config": config.as_dict(),
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": _rng_state(shuffle),
-                        "state": state.as_dict(),
-                    },
-                )
+            since_saved = time.perf_counter() - saved_at
+            if checkpoint_path is not None and since_saved >= 60.0 * config.checkpoint_minutes:
+                save_checkpoint(checkpoint_path, {"key": key, **run.checkpoint()})
+                saved_at = time.perf_counter()
             if after_epoch is not None:
                 after_epoch(record)
             if stopped_early:
                 log(f"early stop: no better validation loss for {config.patience} epochs")
 
-        if state.best_model is not None:
-            model.load_state_dict(state.best_model)
-        model.eval()
+        model = run.best_model()
     return TrainResult(
-        model=model.cpu(),
+        model=model,
         config=config,
         history=state.history,
         best_epoch=state.best_epoch,
@@ -396,8 +268,167 @@ def train(
         resumed_from_epoch=resumed_from,
         device=str(device),
         seconds=time.perf_counter() - started,
-        class_weights=class_weights,
+        class_weights=run.class_weights,
     )
+
+
+class _Run:
+    """What one training run works with, and its steps: an epoch on the CPU or on the device,
+    the validation loss, the learning rate, the best weights and the checkpoint."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device,
+        train_data: MultiTrackDataset,
+        val_data: MultiTrackDataset,
+        deferred: bool,
+        log: Callable[[str], None],
+    ):
+        self.config, self.device, self.log = config, device, log
+        compiled = config.compile and device.type == "cuda"
+        torch.manual_seed(config.seed)
+        self.model = MultiTrackTransformer(config.architecture()).to(device)
+        self.forward = torch.compile(self.model) if compiled else self.model
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.batches = BatchIterator(
+            train_data,
+            config.batch_size,
+            shuffle=True,
+            generator=self.shuffle,
+            drop_last=compiled,  # one batch shape: a compiled model is not compiled again
+        )
+        self.val_batches = list(BatchIterator(val_data, VALIDATION_BATCH, shuffle=False))
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=deferred,
+        )
+        self.state = TrainState(decayed=config.learning_rate)
+        self.total_updates = config.epochs * len(self.batches)
+        self.class_weights = (
+            class_weights_from(train_data.sequences, train_data.masks)
+            if config.class_weights
+            else None
+        )
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda"
+            else torch.autocast("cpu", enabled=False)
+        )
+        self.set_learning_rate()
+
+    def resume(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        _set_rng_state(saved["rng"], self.shuffle)
+        self.state = TrainState.from_dict(saved["state"])
+        self.set_learning_rate()
+
+    def checkpoint(self) -> dict:
+        return {
+            "config": self.config.as_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": _rng_state(self.shuffle),
+            "state": self.state.as_dict(),
+        }
+
+    def set_learning_rate(self) -> None:
+        state = self.state
+        lr = learning_rate(self.config, state.updates, self.total_updates, state.decayed)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        with self.autocast:
+            outputs = self.forward(batch.sequences, batch.masks)
+        loss, _ = next_step_loss(
+            outputs, batch.sequences, batch.masks, self.config.loss_weights, self.class_weights
+        )
+        return loss
+
+    def train_epoch(self) -> tuple[float, int]:
+        """(mean training loss, steps skipped for a non-finite loss or gradient)."""
+        config, state, optimizer = self.config, self.state, self.optimizer
+        self.model.train()
+        total, counted, skipped, bad_in_a_row = 0.0, 0, 0, 0
+        for batch in self.batches:
+            state.step += 1
+            loss = self.loss(batch.to(self.device))
+            problem = _backward(loss, self.model, optimizer, config.grad_clip)
+            if problem is not None:
+                skipped += 1
+                bad_in_a_row += 1
+                self.log(
+                    f"epoch {state.epoch + 1} step {state.step}: non-finite {problem}; step skipped"
+                )
+                if bad_in_a_row >= config.max_bad_steps:
+                    raise TrainingError(
+                        f"epoch {state.epoch + 1}, step {state.step}: {bad_in_a_row} "
+                        "non-finite losses or gradients in a row; check the data and lower "
+                        "the learning rate"
+                    )
+                continue
+            bad_in_a_row = 0
+            optimizer.step()
+            state.updates += 1
+            self.set_learning_rate()
+            total += float(loss.detach())
+            counted += 1
+        return (total / counted if counted else math.nan), skipped
+
+    def train_epoch_on_device(self) -> tuple[float, int]:
+        """`train_epoch` without waiting for the device at every step: each step's loss and
+        non-finite flag go to a buffer on the device, read back every `guard_every` steps and
+        at the epoch's end."""
+        config, state, optimizer = self.config, self.state, self.optimizer
+        self.model.train()
+        losses = torch.zeros(len(self.batches), device=self.device)
+        bad_steps = torch.zeros(len(self.batches), device=self.device)
+        first_step = state.step + 1
+        clip = config.grad_clip if config.grad_clip > 0 else math.inf
+        optimizer.grad_scale = None
+        for i, batch in enumerate(self.batches):
+            state.step += 1
+            loss = self.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            bad = (~torch.isfinite(loss.detach() + norm)).float()
+            optimizer.found_inf = bad  # the fused update is skipped where this is 1
+            optimizer.step()
+            losses[i] = loss.detach()
+            bad_steps[i] = bad
+            state.updates += 1
+            self.set_learning_rate()
+            if state.step % config.guard_every == 0:
+                _stop_on_a_run_of_bad_steps(config, state, bad_steps[: i + 1], first_step)
+        del optimizer.found_inf, optimizer.grad_scale
+        bad = _stop_on_a_run_of_bad_steps(config, state, bad_steps, first_step)
+        good = [float(x) for x, b in zip(losses.tolist(), bad, strict=True) if not b]
+        if len(good) < len(bad):
+            self.log(f"epoch {state.epoch + 1}: {len(bad) - len(good)} steps skipped (non-finite)")
+        return (sum(good) / len(good) if good else math.nan), len(bad) - len(good)
+
+    def validation_loss(self) -> float:
+        self.model.eval()  # the plain model: a compiled one would compile again for eval
+        return validation_loss(
+            self.model,
+            self.val_batches,
+            weights=self.config.loss_weights,
+            class_weights=self.class_weights,
+        )
+
+    def keep_as_best(self) -> None:
+        # kept where the model is: a copy to the host would wait for the device
+        self.state.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def best_model(self) -> MultiTrackTransformer:
+        if self.state.best_model is not None:
+            self.model.load_state_dict(self.state.best_model)
+        return self.model.eval().cpu()
 
 
 def _backward(
@@ -431,11 +462,6 @@ def _stop_on_a_run_of_bad_steps(
                 "or gradients in a row; check the data and lower the learning rate"
             )
     return bad
-
-
-def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def _epoch_line(

@@ -25,6 +25,19 @@ def test_the_quick_preset_is_a_valid_smaller_model():
     assert quick.d_model < full.d_model and quick.n_layers < full.n_layers
 
 
+def test_the_gpu_preset_is_the_defaults_scaled_to_its_batch_by_the_rule():
+    gpu = TrainConfig.from_dict(preset("train_gpu.yaml"))
+    assert gpu == TrainConfig(device="cuda").scaled_to(512, lr_factor=2.0)
+
+
+def test_scaling_to_a_larger_batch_follows_the_square_root_rule():
+    base = TrainConfig(batch_size=16, learning_rate=1e-4, epochs=50, patience=8)
+    big = base.scaled_to(256)  # sqrt(256 / 16) = 4
+    assert (big.batch_size, big.learning_rate, big.epochs, big.patience) == (256, 4e-4, 200, 32)
+    assert big.warmup_fraction == base.warmup_fraction and big.d_model == base.d_model
+    assert base.scaled_to(256, lr_factor=2.0).learning_rate == 8e-4
+
+
 def test_the_launchpad_config_is_train_config_with_its_defaults_and_descriptions():
     assert issubclass(TrainModelConfig, TrainConfig) and issubclass(TrainModelConfig, dg.Config)
     assert TrainModelConfig().model_dump() == TrainConfig().as_dict()

@@ -23,7 +23,15 @@ from xmlai_assets.model.train import TrainConfig, TrainingError, train
 from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
 from xmlai_assets_tests.model.windows_factory import random_windows
 
-TINY = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, batch_size=4, learning_rate=3e-3)
+TINY = dict(
+    d_model=32,
+    n_heads=4,
+    n_layers=2,
+    d_ff=64,
+    batch_size=4,
+    learning_rate=3e-3,
+    checkpoint_minutes=0,  # a checkpoint after every epoch
+)
 
 
 def quiet(_line):
