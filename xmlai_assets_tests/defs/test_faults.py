@@ -119,7 +119,8 @@ def test_training_killed_mid_epoch_resumes_when_materialized_again(
     small_layout, tmp_path, monkeypatch
 ):
     layout, home = small_layout
-    config = {"ops": {"trained_model": {"config": {**TINY_TRAIN, "epochs": 150, "patience": 200}}}}
+    settings = {**TINY_TRAIN, "epochs": 150, "patience": 200, "checkpoint_minutes": 0}
+    config = {"ops": {"trained_model": {"config": settings}}}
     preset = tmp_path / "slow.yaml"
     preset.write_text(yaml.safe_dump(config))
     proc = _start_pipeline(layout, home, preset)
