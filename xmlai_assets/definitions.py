@@ -8,14 +8,16 @@ from xmlai_assets.defs import automation
 from xmlai_assets.defs.ingest import assets as ingest
 from xmlai_assets.defs.preprocess import assets as preprocess
 from xmlai_assets.defs.preprocess import checks as preprocess_checks
-from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.defs.resources import DataPaths, TrainingHost
 from xmlai_assets.defs.train import assets as train
 
 ASSET_MODULES = (ingest, preprocess, train)
 CHECK_MODULES = (ingest, preprocess_checks)
 
 
-def build_definitions(paths: DataPaths | None = None) -> dg.Definitions:
+def build_definitions(
+    paths: DataPaths | None = None, training: TrainingHost | None = None
+) -> dg.Definitions:
     return dg.Definitions(
         # the champion is reported by the training step, not computed by one of its own
         assets=[*dg.load_assets_from_modules(ASSET_MODULES), train.champion_model],
@@ -28,7 +30,10 @@ def build_definitions(paths: DataPaths | None = None) -> dg.Definitions:
         ],
         schedules=[automation.retrain_schedule],
         sensors=[automation.timeline_files_sensor],
-        resources={"paths": paths or DataPaths.from_env()},
+        resources={
+            "paths": paths or DataPaths.from_env(),
+            "training": training or TrainingHost.from_env(),
+        },
         # Every step of a run in one process, as on the command line: a step costs its work,
         # not a fresh interpreter.
         executor=dg.in_process_executor,

@@ -1,6 +1,10 @@
 """Resources shared by every stage, and the pools that keep writers of one artifact apart."""
 
+import os
+import shlex
+
 import dagster as dg
+import pydantic
 
 from xmlai_assets.paths import DataLayout
 
@@ -30,3 +34,28 @@ class DataPaths(dg.ConfigurableResource):
     @property
     def layout(self) -> DataLayout:
         return DataLayout.at(self.data_dir, self.timelines_dir)
+
+
+TRAIN_COMMAND_ENV = "XMLAI_TRAIN_COMMAND"
+
+
+class TrainingHost(dg.ConfigurableResource):
+    """Where the training step trains: in its own process (the default), or in the program that
+    `command` starts, spoken to through Dagster Pipes: logs, failures and the summary come back
+    to the run, and the model version is written to the same data folder."""
+
+    command: str = pydantic.Field(
+        default="",
+        description="A command that starts `python -m xmlai_assets.remote.train` where the "
+        "training should run (another virtual environment, a container, a GPU partition's "
+        "launcher) and that sees the data folder at the same path; empty: train in the "
+        f"step's own process. Read from {TRAIN_COMMAND_ENV}.",
+    )
+
+    @classmethod
+    def from_env(cls) -> "TrainingHost":
+        return cls(command=os.environ.get(TRAIN_COMMAND_ENV, ""))
+
+    @property
+    def argv(self) -> list[str]:
+        return shlex.split(self.command)

@@ -7,6 +7,7 @@ folder, and moves the champion pointer only when the model beats copying the pre
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -64,6 +65,28 @@ class ModelSummary:
     weights_sha256: str
     weights_bytes: int
     loss_curve_png: bytes
+
+    def report(self) -> dict:
+        """What the training step shows of this run, as plain JSON values: the same whether the
+        run trained in the step's process or in another one (`remote/train.py`)."""
+        result = self.result
+        return {
+            "version": str(self.version),
+            "history": [asdict(r) for r in result.history],
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "device": result.device,
+            "seconds": result.seconds,
+            "metrics": self.metrics,
+            "promotion": asdict(self.promotion),
+            "parameters": self.parameters,
+            "data_versions": self.data_versions,
+            "weights_sha256": self.weights_sha256,
+            "weights_bytes": self.weights_bytes,
+            "loss_curve_png": base64.b64encode(self.loss_curve_png).decode(),
+        }
 
 
 def input_versions(layout: DataLayout) -> dict[str, str]:

@@ -5,16 +5,16 @@ torch is imported by the training step only: every other step of a run loads thi
 without it.
 """
 
-import base64
-import dataclasses
 import math
+from pathlib import Path
 
 import dagster as dg
 
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
-from xmlai_assets.defs.resources import MODEL_POOL, DataPaths
+from xmlai_assets.defs.resources import MODEL_POOL, DataPaths, TrainingHost
 from xmlai_assets.model.config import MODEL_VERSION, SCORECARD, TrainConfig
+from xmlai_assets.remote.train import REPORT
 
 GROUP = "train"
 
@@ -62,26 +62,31 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
         )
     ],
 )
-def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, paths: DataPaths):
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: TrainModelConfig,
+    paths: DataPaths,
+    training: TrainingHost,
+):
     layout = paths.layout
     settings = TrainConfig.from_dict(config.model_dump(include=set(TrainConfig.model_fields)))
     verified_sha256(context, dg.AssetKey("train_sequences"), layout.train_sequences)
     verified_sha256(context, dg.AssetKey("val_sequences"), layout.val_sequences)
     verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
-    # torch, for this step only
-    from xmlai_assets.model.pipeline import fit_model
+    extra = {"dagster_run_id": context.run.run_id, "dagster": dg.__version__}
+    if training.command:
+        report = _train_through_pipes(context, training, layout, settings, extra)
+    else:
+        # torch, for this step only
+        from xmlai_assets.model.pipeline import fit_model
+
+        report = fit_model(layout, settings, log=context.log.info, extra_metadata=extra).report()
     from xmlai_assets.model.store import version_history
 
-    summary = fit_model(
-        layout,
-        settings,
-        log=context.log.info,
-        extra_metadata={"dagster_run_id": context.run.run_id, "dagster": dg.__version__},
-    )
-    result, metrics, promotion = summary.result, summary.metrics, summary.promotion
-    history = result.history
-    best = next(r for r in history if r.epoch == result.best_epoch)
-    png = base64.b64encode(summary.loss_curve_png).decode()
+    metrics, history = report["metrics"], report["history"]
+    promotion = report["promotion"]  # promoted, reason, previous: see model/pipeline.py
+    version = Path(report["version"])
+    best = next(r for r in history if r["epoch"] == report["best_epoch"])
     losses = {
         "val_loss": metrics["model"]["loss"],
         "persistence_val_loss": metrics["persistence"]["loss"],
@@ -91,12 +96,13 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
     if "champion" in metrics:
         losses["previous_champion_val_loss"] = metrics["champion"]["loss"]
     losses = {k: rounded(v, 6) for k, v in losses.items()}
+    png = report["loss_curve_png"]
     yield dg.MaterializeResult(
         metadata={
             "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{png})"),
-            "version": dg.MetadataValue.path(str(summary.version)),
-            "promoted": promotion.promoted,
-            "promotion": promotion.reason,
+            "version": dg.MetadataValue.path(str(version)),
+            "promoted": promotion["promoted"],
+            "promotion": promotion["reason"],
             **losses,
             "evaluation": _evaluation_table(metrics),
             "versions": table(
@@ -105,55 +111,87 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainModelConfig, p
                 | dict.fromkeys(SCORECARD, "float")
                 | {"promoted": "bool"},
             ),
-            "parameters": summary.parameters,
+            "parameters": report["parameters"],
             "epochs_run": len(history),
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "best_train_loss": rounded(best.train_loss, 6),
-            "best_val_loss": rounded(result.best_val_loss, 6),
+            "best_epoch": report["best_epoch"],
+            "stopped_early": report["stopped_early"],
+            "resumed_from_epoch": report["resumed_from_epoch"],
+            "best_train_loss": rounded(best["train_loss"], 6),
+            "best_val_loss": rounded(report["best_val_loss"], 6),
             "epochs": table(
                 [
                     {k: rounded(v, 5) if isinstance(v, float) else v for k, v in r.items()}
-                    for r in map(dataclasses.asdict, history)
+                    for r in history
                 ],
                 {"epoch": "int", "train_loss": "float", "val_loss": "float"}
                 | {"learning_rate": "float", "seconds": "float", "skipped_steps": "int"},
             ),
-            "device": result.device,
-            "wall_seconds": round(result.seconds, 2),
-            "weights_bytes": summary.weights_bytes,
-            "weights_sha256": summary.weights_sha256,
-            "data_versions": summary.data_versions,
+            "device": report["device"],
+            "trained_in": training.command or "the step's process",
+            "wall_seconds": round(report["seconds"], 2),
+            "weights_bytes": report["weights_bytes"],
+            "weights_sha256": report["weights_sha256"],
+            "data_versions": report["data_versions"],
         },
-        data_version=dg.DataVersion(summary.weights_sha256[:32]),
+        data_version=dg.DataVersion(report["weights_sha256"][:32]),
     )
     yield dg.AssetCheckResult(
         check_name="promoted",
-        passed=promotion.promoted,
+        passed=promotion["promoted"],
         severity=dg.AssetCheckSeverity.WARN,
-        description=promotion.reason,
+        description=promotion["reason"],
         metadata={
             **losses,
-            "previous_champion": promotion.previous or "none",
+            "previous_champion": promotion["previous"] or "none",
         },
     )
-    if promotion.promoted:
+    if promotion["promoted"]:
         # The champion's own asset: its latest materialization is the champion, and only it.
         context.log_event(
             dg.AssetMaterialization(
                 asset_key=CHAMPION,
-                description=promotion.reason,
+                description=promotion["reason"],
                 metadata={
-                    "version": dg.MetadataValue.path(str(summary.version)),
-                    "version_name": summary.version.name,
-                    "previous_champion": promotion.previous or "none",
-                    "reason": promotion.reason,
+                    "version": dg.MetadataValue.path(str(version)),
+                    "version_name": version.name,
+                    "previous_champion": promotion["previous"] or "none",
+                    "reason": promotion["reason"],
                     **losses,
                     "evaluation": _evaluation_table(metrics),
                 },
             )
         )
+
+
+def _train_through_pipes(
+    context: dg.AssetExecutionContext,
+    training: TrainingHost,
+    layout,
+    settings: TrainConfig,
+    extra: dict,
+) -> dict:
+    """Train in the program `training.command` starts (`remote/train.py`), through Dagster
+    Pipes; its summary, or a failure that says what went wrong there."""
+    invocation = dg.PipesSubprocessClient().run(
+        context=context,
+        command=training.argv,
+        extras={
+            "data_dir": str(layout.data_dir),
+            "settings": settings.as_dict(),
+            "extra_metadata": extra,
+        },
+    )
+    reports = [
+        m["report"]
+        for m in invocation.get_custom_messages()
+        if isinstance(m, dict) and m.get("kind") == REPORT
+    ]
+    if len(reports) != 1:
+        raise dg.Failure(
+            f"the training program ({training.command}) finished without its summary "
+            f"({len(reports)} sent): is it `python -m xmlai_assets.remote.train`?"
+        )
+    return reports[0]
 
 
 champion_model = dg.AssetSpec(

@@ -1,0 +1,90 @@
+"""Training in another process through Dagster Pipes (`XMLAI_TRAIN_COMMAND`): the same model
+version as training in the step's process, its log lines in the run, and its failures red."""
+
+import json
+import shlex
+import sys
+
+import dagster as dg
+import pytest
+
+from xmlai_assets.cli import run_pipeline
+from xmlai_assets.defs.resources import TRAIN_COMMAND_ENV
+from xmlai_assets.paths import DataLayout
+from xmlai_assets.synth import generate_timeline
+from xmlai_assets_tests.defs.test_faults import materialization
+
+TINY_TRAIN = {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32, "batch_size": 8, "epochs": 2}
+REMOTE = shlex.join([sys.executable, "-m", "xmlai_assets.remote.train"])
+
+
+def layout_at(folder):
+    layout = DataLayout.at(folder)
+    for seed in range(3):
+        generate_timeline(seed, seconds=5, name=f"t{seed}").write(layout.timelines_dir)
+    return layout
+
+
+def train_in(layout, monkeypatch, command, settings=TINY_TRAIN):
+    if command:
+        monkeypatch.setenv(TRAIN_COMMAND_ENV, command)
+    else:
+        monkeypatch.delenv(TRAIN_COMMAND_ENV, raising=False)
+    config = {"ops": {"trained_model": {"config": settings}}}
+    with dg.instance_for_test() as instance:
+        ok = run_pipeline(layout, instance, config)
+        logs = []
+        for event in instance.all_logs(instance.get_runs(limit=1)[0].run_id):
+            logs.append(event.user_message)
+            if event.dagster_event and event.dagster_event.is_step_failure:
+                error = event.dagster_event.step_failure_data.error
+                while error is not None:  # the failure and what caused it
+                    logs.append(error.message)
+                    error = error.cause
+        md = materialization(instance, "trained_model") if ok else None
+        return ok, md, logs
+
+
+def test_training_through_pipes_writes_the_same_version_as_in_process(tmp_path, monkeypatch):
+    here = layout_at(tmp_path / "here")
+    there = layout_at(tmp_path / "there")
+    ok_here, md_here, _ = train_in(here, monkeypatch, "")
+    ok_there, md_there, logs = train_in(there, monkeypatch, REMOTE)
+    assert ok_here and ok_there
+    assert md_there["trained_in"] == REMOTE and md_here["trained_in"] == "the step's process"
+    assert md_there["weights_sha256"] == md_here["weights_sha256"]
+    same = ("model.safetensors", "config.json", "scalers.json", "loss_curve.png")
+    for name in same:
+        a = (here.models_dir / "v0001" / name).read_bytes()
+        assert a == (there.models_dir / "v0001" / name).read_bytes(), name
+    metadata = json.loads((there.models_dir / "v0001" / "metadata.json").read_text())
+    assert (
+        metadata["metrics"]
+        == json.loads((here.models_dir / "v0001" / "metadata.json").read_text())["metrics"]
+    )
+    for key in ("epochs_run", "best_epoch", "promoted", "val_loss", "evaluation"):
+        assert md_there[key] == md_here[key], key
+
+    def losses(md):
+        return [{k: v for k, v in r.data.items() if k != "seconds"} for r in md["epochs"].records]
+
+    assert losses(md_there) == losses(md_here)
+    # the program's log lines reach the run's log
+    assert any(line.startswith("epoch 1/2") for line in logs)
+    assert any("champion" in line or "not promoted" in line for line in logs)
+
+
+def test_a_failure_in_the_training_program_fails_the_step_with_its_reason(tmp_path, monkeypatch):
+    layout = layout_at(tmp_path / "data")
+    ok, _, logs = train_in(layout, monkeypatch, REMOTE, {**TINY_TRAIN, "device": "cuda"})
+    assert not ok
+    assert any("CUDA is not available" in line for line in logs)
+    assert not (layout.models_dir / "v0001").exists()
+
+
+@pytest.mark.parametrize("command", [shlex.join([sys.executable, "-c", "pass"])])
+def test_a_program_that_sends_no_summary_is_a_failure_not_a_success(tmp_path, monkeypatch, command):
+    layout = layout_at(tmp_path / "data")
+    ok, _, logs = train_in(layout, monkeypatch, command)
+    assert not ok
+    assert any("finished without its summary" in line for line in logs)
