@@ -5,7 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from xmlai_assets.atomic import atomic_write_bytes
@@ -84,6 +90,53 @@ def ingest_timeline_file(
     )
     _write_report(layout.frames_report(name), report)
     return report
+
+
+# Below this many files a pool of spawned processes (about 2.5 s to start on 2 cores) costs
+# more than it saves: see bench/scale.py and docs/benchmarks.md.
+POOL_MIN_FILES = 200
+
+
+def parse_workers(requested: int, n_files: int) -> int:
+    """Processes to parse `n_files` with: `requested`, or with 0 one per CPU core this process
+    may use when there are at least POOL_MIN_FILES files, else 1 (the calling process)."""
+    if requested > 0:
+        return requested
+    if n_files < POOL_MIN_FILES:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def ingest_timeline_files(
+    layout: DataLayout,
+    names: list[str],
+    *,
+    workers: int = 1,
+    sample_rate_hz: float = 10.0,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> Iterator[dict]:
+    """`ingest_timeline_file` for each name, in `workers` processes, yielding the reports in the
+    order of `names`. Each file's artifacts are its own, so the outputs are the same bytes
+    whatever the number of workers. Should a worker process die (the pool breaks), the files
+    not yet reported are parsed in this process, each as its own failure or success."""
+    parse = partial(
+        ingest_timeline_file, layout, sample_rate_hz=sample_rate_hz, max_seconds=max_seconds
+    )
+    if workers <= 1 or len(names) < 2:
+        yield from map(parse, names)
+        return
+    done = 0
+    # spawn: a fork of a process with threads (Dagster's) can deadlock in the child
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(min(workers, len(names)), mp_context=context) as pool:
+            chunk = max(1, min(16, len(names) // (4 * workers)))
+            for report in pool.map(parse, names, chunksize=chunk):
+                done += 1
+                yield report
+    except BrokenProcessPool:
+        log.warning("a parsing process died; parsing the %d files left here", len(names) - done)
+        yield from map(parse, names[done:])
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from xmlai_assets.cli import run_pipeline
 from xmlai_assets.definitions import build_definitions
+from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import COLUMNS
@@ -148,3 +149,32 @@ def test_sample_folder_is_bundled():
     assert len(list_timeline_files(DEFAULT_DATA_DIR / "timelines")) >= 10
     size = sum(p.stat().st_size for p in (DEFAULT_DATA_DIR / "timelines").iterdir())
     assert size < 5 * 1024 * 1024
+
+
+def test_a_run_parsing_in_a_pool_of_processes_marks_each_partition_as_a_serial_one(layout):
+    from xmlai_assets.cli import QUIET
+    from xmlai_assets.defs.partitions import sync_timeline_partitions
+
+    bad = hostile_files(layout.timelines_dir)
+    paths = DataPaths(data_dir=str(layout.data_dir))
+    job = build_definitions(paths).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        sync_timeline_partitions(instance, layout.timelines_dir)
+        keys = sorted(instance.get_dynamic_partitions("timeline_files"))
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("timeline_frames")],
+            run_config={**QUIET, "ops": {"timeline_frames": {"config": {"parse_workers": 2}}}},
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            },
+            raise_on_error=False,
+        )
+        assert not result.success  # the hostile files fail their partitions
+        logs = [e.user_message for e in instance.all_logs(result.run_id)]
+        assert any("in 2 processes" in line for line in logs)
+        materialized, failed = partition_status(instance)
+        assert failed == set(bad)
+        assert materialized == set(keys) - set(bad)
+        assert materialized == {"good 0 ø.xml", "good 1 ø.xml", "good 2 ø.xml"}

@@ -1,6 +1,7 @@
 """Ingest: timeline XML files → per-timeline frames → master_training_data.csv."""
 
 import dagster as dg
+import pydantic
 
 from xmlai_assets.atomic import remove_stale_temp_files
 from xmlai_assets.defs.metadata import (
@@ -15,9 +16,11 @@ from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import MASTER_POOL, DataPaths
 from xmlai_assets.timeline.ingest import (
     PARSER_VERSION,
+    POOL_MIN_FILES,
     build_master_csv,
     folder_version,
-    ingest_timeline_file,
+    ingest_timeline_files,
+    parse_workers,
     read_report,
 )
 from xmlai_assets.timeline.parser import DEFAULT_MAX_SECONDS
@@ -35,6 +38,13 @@ class IngestConfig(dg.Config):
     max_hours: float = DEFAULT_MAX_SECONDS / 3600
     """The longest timeline accepted; a longer one is refused with its length, before any
     memory is taken for it."""
+    parse_workers: int = pydantic.Field(
+        default=0,
+        ge=0,
+        description="Processes that parse the run's files: 0, one per CPU core when there are "
+        f"at least {POOL_MIN_FILES} files (else the step's own process); 1, the step's own "
+        "process; N, N processes.",
+    )
 
 
 @dg.observable_source_asset(
@@ -90,10 +100,18 @@ def timeline_frames(context: dg.AssetExecutionContext, config: IngestConfig, pat
     if layout.frames_dir.is_dir():
         remove_stale_temp_files(layout.frames_dir)
     failed: dict[str, str] = {}
-    for key in context.partition_keys:
-        report = ingest_timeline_file(
-            layout, key, sample_rate_hz=config.sample_rate_hz, max_seconds=config.max_hours * 3600
-        )
+    keys = list(context.partition_keys)
+    workers = parse_workers(config.parse_workers, len(keys))
+    if workers > 1:
+        context.log.info(f"parsing {len(keys)} files in {workers} processes")
+    reports = ingest_timeline_files(
+        layout,
+        keys,
+        workers=workers,
+        sample_rate_hz=config.sample_rate_hz,
+        max_seconds=config.max_hours * 3600,
+    )
+    for key, report in zip(keys, reports, strict=True):
         if report["status"] != "ok":
             failed[key] = report["reason"]
             context.log.error(f"{key}: not parsed: {report['reason']}")

@@ -1,0 +1,122 @@
+"""Scale benchmark on the embedded profile, one run on one machine:
+
+1. 1,100 synthetic timelines (ten times the corpus) parsed into frames tables in the calling
+   process and in a pool of 2 processes (`ingest_timeline_files`, what the `timeline_frames`
+   step runs), each into a fresh folder, then the master CSV and preprocessing once;
+2. the file sensor at 10,000 files: a tick that finds them all new, a tick with nothing
+   changed, and a tick after one file changed, with the cursor's size.
+
+    .venv/bin/python bench/scale.py [--files 1100] [--sensor-files 10000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from xmlai_assets.defs import automation
+from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.features.preprocess import preprocess
+from xmlai_assets.paths import DataLayout, list_timeline_files
+from xmlai_assets.synth import generate_timeline
+from xmlai_assets.timeline.ingest import build_master_csv, ingest_timeline_files
+
+
+def write_corpus(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in range(count):
+        generate_timeline(seed).write(folder)
+
+
+def parse_all(tmp: Path, timelines: Path, label: str, workers: int) -> tuple[float, DataLayout]:
+    layout = DataLayout.at(tmp / label, timelines)
+    names = list_timeline_files(timelines)
+    t = time.perf_counter()
+    reports = list(ingest_timeline_files(layout, names, workers=workers))
+    seconds = time.perf_counter() - t
+    failed = [r["file"] for r in reports if r["status"] != "ok"]
+    assert not failed, failed
+    return seconds, layout
+
+
+def tick(instance, layout: DataLayout, cursor: str | None):
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"paths": DataPaths(data_dir=str(layout.data_dir))},
+    )
+    t = time.perf_counter()
+    result = automation.timeline_files_sensor(context)
+    seconds = time.perf_counter() - t
+    if isinstance(result, dg.SensorResult):
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        return seconds, result, result.cursor
+    return seconds, result, cursor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=1100)
+    parser.add_argument("--sensor-files", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPU cores")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        timelines = tmp / "timelines"
+        write_corpus(timelines, args.files)
+        size = sum(p.stat().st_size for p in timelines.iterdir()) / 1e6
+        print(f"\n1. {args.files} synthetic timelines ({size:.0f} MB of XML) into frames tables")
+        one, _ = parse_all(tmp, timelines, "one", 1)
+        many, layout = parse_all(tmp, timelines, "pool", args.workers)
+        print(f"  in the calling process        {one:7.1f} s")
+        print(f"  in {args.workers} processes                {many:7.1f} s")
+        print(f"  speed-up                      {one / many:7.2f} x   (target >= 1.7x for 2)")
+        t = time.perf_counter()
+        summary = build_master_csv(layout, list_timeline_files(timelines))
+        master = time.perf_counter() - t
+        t = time.perf_counter()
+        preprocess(layout)
+        prep = time.perf_counter() - t
+        print(f"  frames -> master CSV          {master:7.1f} s ({summary.rows:,} rows)")
+        print(f"  master CSV -> sequences       {prep:7.1f} s")
+        shutil.rmtree(tmp / "one")
+
+        print(f"\n2. the file sensor at {args.sensor_files:,} files")
+        layout = DataLayout.at(tmp / "sensor")
+        one_file = generate_timeline(0, seconds=5, name="f").write(tmp)
+        data = Path(one_file).read_bytes()
+        layout.timelines_dir.mkdir(parents=True)
+        for i in range(args.sensor_files):
+            (layout.timelines_dir / f"f{i:06d}.xml").write_bytes(data)
+        names = list_timeline_files(layout.timelines_dir)
+        t = time.perf_counter()
+        list(ingest_timeline_files(layout, names, workers=args.workers))
+        print(f"  parsing them ({args.workers} processes)      {time.perf_counter() - t:7.1f} s")
+        with dg.instance_for_test() as instance:
+            first, result, cursor = tick(instance, layout, None)
+            print(
+                f"  first tick (all new)          {first:7.2f} s, "
+                f"{len(result.run_requests):,} run requests"
+            )
+            quiet, result, cursor = tick(instance, layout, cursor)
+            print(f"  tick, nothing changed         {quiet:7.2f} s ({type(result).__name__})")
+            changed = layout.timelines_dir / names[0]
+            changed.write_bytes(data.replace(b"</xmeml>", b"<!-- edit --></xmeml>"))
+            after, result, cursor = tick(instance, layout, cursor)
+            print(
+                f"  tick, one file changed        {after:7.2f} s, "
+                f"{len(result.run_requests)} run request"
+            )
+            print(f"  cursor                        {len(cursor):7d} bytes")
+
+
+if __name__ == "__main__":
+    main()
