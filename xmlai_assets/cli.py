@@ -208,6 +208,7 @@ def load_preset(path: Path) -> dict:
 def print_model_report(layout: DataLayout) -> None:
     import json
 
+    from xmlai_assets.model.config import SCORECARD
     from xmlai_assets.model.store import champion, versions
 
     names = versions(layout.models_dir)
@@ -217,9 +218,9 @@ def print_model_report(layout: DataLayout) -> None:
     metadata = json.loads((folder / "metadata.json").read_text())
     metrics = metadata["metrics"]
     print(f"model: {folder} (champion: {champion(layout.models_dir) or 'none'})")
-    print(f"  {'validation':24}{'model':>10}{'fair copy':>10}{'copy prev':>10}{'majority':>10}")
+    columns = [name for name in SCORECARD if name != "champion"]
+    print(f"  {'validation':24}" + "".join(f"{name[:9]:>10}" for name in columns))
     keys = ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss")
-    columns = ("model", "fair_copy", "persistence", "majority_mean")
     for key in (*keys, "turn_on_ap", "turn_off_ap"):
         row = [metrics[name].get(key) if name in metrics else None for name in columns]
         print(f"  {key:24}" + "".join(f"{'-':>10}" if v is None else f"{v:10.4f}" for v in row))

@@ -21,10 +21,10 @@ from xmlai_assets.timeline.schema import (
     TRACK_PARAMS,
 )
 
-MODEL_VERSION = "2"  # bump when the model, objective or evaluation changes
+MODEL_VERSION = "3"  # bump when the model, objective or evaluation changes
 # The columns of a scorecard, in order: the model, the champion before it (scored on the same
 # windows), and the baselines (see model/evaluate.py).
-SCORECARD = ("model", "champion", "fair_copy", "persistence", "majority_mean")
+SCORECARD = ("model", "champion", "fair_copy", "hazard", "persistence", "majority_mean")
 
 N_PARAMS = len(TRACK_PARAMS)
 N_ACTIVE = 2

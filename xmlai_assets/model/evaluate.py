@@ -9,6 +9,10 @@
   predicted off (and, should it come on, with that track's usual asset and mean values, not the
   placeholders), and its chance of staying in its state is that track's own, for that state,
   from the training split (most tracks are never on, so a pooled chance flatters copying).
+- `hazard` is the fair copy with a duration-aware chance of turning on or off: each track's rate
+  of flipping given its state and how long it has held it (in buckets from 0.1 s to 10 s), from
+  the training split, drawn towards the rate of all tracks where a track has few steps. The
+  bar for on/off prediction: overlays last seconds, and so do the gaps between them.
 
 Each metric is computed on all scored elements and again on change steps only (the target
 differs from the step before), where copying is wrong by construction.
@@ -41,6 +45,9 @@ class Priors:
     value_mean: torch.Tensor  # [20, 7], scaled units, over active entries
     track_stay: torch.Tensor  # [20, 2]: chance a track off (0) or on (1) stays so a step later
     track_asset_stay: torch.Tensor  # [20]: chance an on track keeps its asset a step later
+    # [20, 2, len(HELD_EDGES) + 1]: chance a track in a state (off, on), held for a number of
+    # steps in a bucket of HELD_EDGES, flips at the next step
+    hazard: torch.Tensor
 
     @classmethod
     def from_training(cls, batches: Iterable[Batch], n_tracks: int = 20) -> Priors:
@@ -52,6 +59,8 @@ class Priors:
         active_counts = torch.zeros(n_tracks, 2, dtype=torch.float64)
         asset_counts = torch.zeros(n_tracks, N_ASSETS, dtype=torch.float64)
         value_sum = torch.zeros(n_tracks, N_PARAMS - 2, dtype=torch.float64)
+        flips_by_held = torch.zeros(n_tracks * 2 * N_HELD, dtype=torch.float64)
+        seen_by_held = torch.zeros(n_tracks * 2 * N_HELD, dtype=torch.float64)
         for batch in batches:
             tracks = _tracks(batch.sequences)
             real = tracks[batch.masks]  # [steps, 20, 9]
@@ -77,6 +86,10 @@ class Priors:
             same["asset"][1] += float(both_on.sum())
             asset_kept += (kept & both_on).double().sum((0, 1))
             asset_seen += both_on.double().sum((0, 1))
+            cell = _hazard_cell(prev_active)[pairs]  # each pair's (track, state, held) cell
+            flipped = (t.active != prev_active)[pairs].double()
+            flips_by_held.index_add_(0, cell, flipped)
+            seen_by_held.index_add_(0, cell, torch.ones_like(flipped))
         on_counts = asset_counts.sum(1, keepdim=True)
         return cls(
             stay={k: (s + 1.0) / (n + 2.0) for k, (s, n) in same.items()},
@@ -86,7 +99,47 @@ class Priors:
             # add-one smoothing: a track never seen in a state gets 2/3 of staying there
             track_stay=((kept_by_state + 1.0) / (seen_by_state + 2.0)).float(),
             track_asset_stay=((asset_kept + 1.0) / (asset_seen + 2.0)).float(),
+            hazard=_smoothed_hazard(
+                flips_by_held.reshape(n_tracks, 2, N_HELD),
+                seen_by_held.reshape(n_tracks, 2, N_HELD),
+            ),
         )
+
+
+# Buckets of how long a track has held its state, in steps (10 Hz: 0.1 s to 10 s and more):
+# 1, 2, 3-4, 5-9, 10-19, 20-29, 30-49, 50-99, 100 and more.
+HELD_EDGES = (2, 3, 5, 10, 20, 30, 50, 100)
+N_HELD = len(HELD_EDGES) + 1
+# A track's own flip counts weigh against the rate of all tracks as this many steps would.
+HAZARD_PRIOR_STEPS = 10.0
+
+
+def held_steps(active: torch.Tensor) -> torch.Tensor:
+    """[B, T, 20] → how many steps each track has been in its state at each step, itself
+    included, counting from the window's first step (the window is all a predictor sees)."""
+    t = torch.arange(active.shape[1], device=active.device)[None, :, None]
+    change = torch.ones_like(active, dtype=torch.bool)
+    change[:, 1:] = active[:, 1:] != active[:, :-1]
+    start = torch.where(change, t, torch.zeros_like(t)).cummax(dim=1).values
+    return t - start + 1
+
+
+def _held_bucket(active: torch.Tensor) -> torch.Tensor:
+    edges = torch.tensor(HELD_EDGES, device=active.device)
+    return torch.bucketize(held_steps(active), edges, right=True)
+
+
+def _hazard_cell(active: torch.Tensor) -> torch.Tensor:
+    """[B, T, 20] states (0, 1) → the flat index of each (track, state, held bucket) cell."""
+    track = torch.arange(active.shape[-1], device=active.device)
+    return (track * 2 + active) * N_HELD + _held_bucket(active)
+
+
+def _smoothed_hazard(flips: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """Each track's flip rate per (state, held bucket), drawn towards the rate of all tracks in
+    that cell (add-one smoothed) by HAZARD_PRIOR_STEPS."""
+    pooled = (flips.sum(0) + 1.0) / (seen.sum(0) + 2.0)
+    return ((flips + HAZARD_PRIOR_STEPS * pooled) / (seen + HAZARD_PRIOR_STEPS)).float()
 
 
 def _tracks(sequences: torch.Tensor) -> torch.Tensor:
@@ -134,6 +187,23 @@ def fair_copy(priors: Priors) -> Predictor:
         for i, param in enumerate(CONTINUOUS_PARAMS):
             value = tracks[..., VALUES][..., i]
             out[param] = torch.where(active == 1, value, priors.value_mean[:, i])
+        return out
+
+    return predict
+
+
+def hazard(priors: Priors) -> Predictor:
+    """The fair copy, with the chance of a track turning on or off taken from how long it has
+    held its state (`Priors.hazard`): overlays last seconds, gaps between them too."""
+    copy = fair_copy(priors)
+
+    def predict(batch: Batch) -> dict[str, torch.Tensor]:
+        out = copy(batch)
+        active = _tracks(batch.sequences)[..., ACTIVE].round().long().clamp(0, 1)
+        cell = _hazard_cell(active)
+        flip = priors.hazard.reshape(-1).to(cell.device)[cell]
+        p_on = torch.where(active == 1, 1 - flip, flip)
+        out["active"] = torch.stack([1 - p_on, p_on], -1).log()
         return out
 
     return predict
@@ -342,11 +412,13 @@ def evaluate_against_baselines(
     weights: Mapping[str, float] | None = None,
     class_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """{"model", "fair_copy", "persistence", "majority_mean": metrics} on `batches`."""
+    """{"model", "fair_copy", "hazard", "persistence", "majority_mean": metrics} on
+    `batches`."""
     kwargs = {"value_scale": value_scale, "weights": weights, "class_weights": class_weights}
     return {
         "model": evaluate(predict, batches, **kwargs),
         "fair_copy": evaluate(fair_copy(priors), batches, **kwargs),
+        "hazard": evaluate(hazard(priors), batches, **kwargs),
         "persistence": evaluate(persistence(priors), batches, **kwargs),
         "majority_mean": evaluate(majority_mean(priors), batches, **kwargs),
     }

@@ -45,7 +45,9 @@ def test_xml_to_model_version(tmp_path):
         assert md["loss_curve"].startswith("![loss curve](data:image/png;base64,")
         rows = {r.data["metric"]: r.data for r in md["evaluation"].records}
         assert {"loss", "active_acc", "asset_acc", "x_mae", "change_loss"} <= set(rows)
-        assert set(rows["loss"]) == {"metric", "model", "fair_copy", "persistence", "majority_mean"}
+        baselines = {"fair_copy", "hazard", "persistence", "majority_mean"}
+        assert set(rows["loss"]) == {"metric", "model", *baselines}
+        assert md["hazard_val_loss"] == pytest.approx(rows["loss"]["hazard"], rel=1e-3)
         for name in (
             "model.safetensors",
             "config.json",

@@ -7,9 +7,12 @@ import torch
 
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.evaluate import (
+    HAZARD_PRIOR_STEPS,
     Priors,
     evaluate,
     fair_copy,
+    hazard,
+    held_steps,
     majority_mean,
     persistence,
 )
@@ -176,3 +179,38 @@ def test_turn_on_and_off_events_rank_the_flips():
     assert blind["turn_on_auroc"] == 0.5
     assert blind["turn_on_ap"] == pytest.approx(1 / 4)  # V2 off at 0,1,2 and 6: one turns on
     assert blind["turn_off_ap"] == pytest.approx(1 / 3)  # V2 on at 3,4,5: one turns off
+
+
+def test_held_steps_count_from_the_last_change_within_the_window():
+    active = torch.tensor([[0, 0, 1, 1, 1, 0, 0, 0, 0, 1]])[..., None]
+    assert held_steps(active)[0, :, 0].tolist() == [1, 2, 1, 2, 3, 1, 2, 3, 4, 1]
+
+
+def test_the_hazard_table_learns_how_long_an_overlay_lasts():
+    # V2 is on for exactly 3 steps, then off for exactly 2, eight times; V1 is always on and
+    # V3..V20 always off
+    pattern = [1, 1, 1, 0, 0] * 8
+    steps = [{0: (1, 0, 0.0, 0.0), **({1: (1, 2, 0.0, 0.0)} if on else {})} for on in pattern]
+    batch = Batch(window(steps), torch.ones(1, len(steps), dtype=torch.bool))
+    priors = Priors.from_training([batch])
+    k = HAZARD_PRIOR_STEPS
+    on, off = priors.hazard[1, 1], priors.hazard[1, 0]  # V2, by held bucket 1, 2, 3-4, ...
+    # on, held 3: V2 flipped all 8 times; V1 was there twice (held 3 and 4) and stayed
+    assert on[2].item() == pytest.approx((8 + k * (8 + 1) / (10 + 2)) / (8 + k))
+    # on, held 1: V2 stayed all 8 times, V1 once
+    assert on[0].item() == pytest.approx((0 + k * 1 / (9 + 2)) / (8 + k))
+    # off, held 2: V2 flipped 7 times (the 8th run ends the window); V3..V20 stayed once each
+    assert off[1].item() == pytest.approx((7 + k * (7 + 1) / (25 + 2)) / (7 + k))
+    assert off[0].item() == pytest.approx((0 + k * 1 / (26 + 2)) / (8 + k))
+    # the hazard predictor ranks V2's flips perfectly; the fair copy, whose chance is the same
+    # at every step of a state, ranks them no better than their share
+    with_hazard = evaluate(hazard(priors), [batch], value_scale={})
+    copied = evaluate(fair_copy(priors), [batch], value_scale={})
+    assert with_hazard["turn_on_ap"] == pytest.approx(1.0)
+    assert with_hazard["turn_off_ap"] == pytest.approx(1.0)
+    assert copied["turn_on_ap"] == pytest.approx(7 / 15)  # 7 onsets in 15 off steps
+    assert copied["turn_off_ap"] == pytest.approx(8 / 24)
+    assert with_hazard["loss_active"] < copied["loss_active"]
+    # everything but on/off is the fair copy's
+    for key in ("loss_asset", "loss_x", "asset_acc"):
+        assert with_hazard[key] == pytest.approx(copied[key])

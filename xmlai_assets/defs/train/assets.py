@@ -92,6 +92,7 @@ def trained_model(
         "persistence_val_loss": metrics["persistence"]["loss"],
         "majority_mean_val_loss": metrics["majority_mean"]["loss"],
         "fair_copy_val_loss": metrics["fair_copy"]["loss"],
+        "hazard_val_loss": metrics["hazard"]["loss"],
     }
     if "champion" in metrics:
         losses["previous_champion_val_loss"] = metrics["champion"]["loss"]
