@@ -25,6 +25,8 @@ MODEL_VERSION = "3"  # bump when the model, objective or evaluation changes
 # The columns of a scorecard, in order: the model, the champion before it (scored on the same
 # windows), and the baselines (see model/evaluate.py).
 SCORECARD = ("model", "champion", "fair_copy", "hazard", "persistence", "majority_mean")
+# The baselines of the scorecard: a new version must beat each of them to become the champion.
+BASELINES = tuple(name for name in SCORECARD if name not in ("model", "champion"))
 
 N_PARAMS = len(TRACK_PARAMS)
 N_ACTIVE = 2

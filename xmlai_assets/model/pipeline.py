@@ -2,7 +2,7 @@
 
 Trains (resuming from the folder's checkpoint when it is of the same settings and inputs),
 evaluates the best epoch against the baselines on the validation split, writes a new version
-folder, and moves the champion pointer only when the model beats copying the previous step.
+folder, and moves the champion pointer only when the model beats every baseline and the champion.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ import numpy as np
 import sklearn
 import torch
 
-from xmlai_assets.model.config import MODEL_VERSION
+from xmlai_assets.model.config import BASELINES, MODEL_VERSION
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
 from xmlai_assets.model.evaluate import (
     Priors,
@@ -155,14 +156,22 @@ def _champion_on(
 def decide_promotion(
     metrics: dict[str, dict[str, float]], current: str | None, note: str = ""
 ) -> Promotion:
-    """A new version becomes the champion only when it beats copying the previous step and the
-    current champion, both scored on the new version's validation windows."""
-    loss, copy = metrics["model"]["loss"], metrics["persistence"]["loss"]
+    """A new version becomes the champion only when it beats every baseline of the scorecard
+    (the fair copy and the hazard table among them) and the current champion, all scored on
+    the new version's validation windows."""
+    loss = metrics["model"]["loss"]
+    bars = {
+        name: metrics[name]["loss"]
+        for name in BASELINES
+        if name in metrics and math.isfinite(metrics[name]["loss"])
+    }
+    best = min(bars, key=bars.__getitem__) if bars else None
     previous_loss = metrics["champion"]["loss"] if "champion" in metrics else None
-    if not loss < copy:
+    if best is not None and not loss < bars[best]:
         return Promotion(
             False,
-            f"validation loss {loss:.4f} does not beat copying the previous step ({copy:.4f})",
+            f"validation loss {loss:.4f} does not beat the best baseline, {best} "
+            f"({bars[best]:.4f})",
             current,
             previous_loss,
         )
@@ -179,11 +188,9 @@ def decide_promotion(
         if previous_loss is not None
         else note
     )
+    beaten = f"every baseline (the best, {best}: {bars[best]:.4f})" if best else "no baseline"
     return Promotion(
-        True,
-        f"validation loss {loss:.4f} beats copying the previous step ({copy:.4f}) and {versus}",
-        current,
-        previous_loss,
+        True, f"validation loss {loss:.4f} beats {beaten} and {versus}", current, previous_loss
     )
 
 

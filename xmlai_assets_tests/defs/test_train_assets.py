@@ -8,6 +8,7 @@ import pytest
 
 from xmlai_assets.cli import run_pipeline
 from xmlai_assets.definitions import build_definitions
+from xmlai_assets.model.config import BASELINES
 from xmlai_assets.model.store import champion, load_model, predict, versions
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.synth import generate_timeline
@@ -65,7 +66,8 @@ def test_xml_to_model_version(tmp_path):
         key = dg.AssetCheckKey(dg.AssetKey("trained_model"), "promoted")
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
         result = record.event.dagster_event.event_specific_data
-        beats = md["val_loss"] < md["persistence_val_loss"]  # and there was no champion
+        baselines = [md[f"{name}_val_loss"] for name in BASELINES]
+        beats = md["val_loss"] < min(baselines)  # and there was no champion
         assert result.passed is beats is md["promoted"]
         assert (champion(layout.models_dir) == "v0001") is beats
         assert "champion" not in md  # a version's own metadata never claims the title
@@ -101,13 +103,14 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
 ):
     from xmlai_assets.model import pipeline
 
-    # Tiny models on a tiny corpus rarely beat copying the previous step; a weak copy here
-    # lets the champion comparison alone decide.
+    # Tiny models on a tiny corpus rarely beat the baselines; weak baselines here let the
+    # champion comparison alone decide.
     real = pipeline.evaluate_against_baselines
 
     def weak_copy(*args, **kwargs):
         metrics = real(*args, **kwargs)
-        metrics["persistence"]["loss"] *= 100
+        for name in BASELINES:
+            metrics[name]["loss"] *= 100
         return metrics
 
     monkeypatch.setattr(pipeline, "evaluate_against_baselines", weak_copy)
@@ -149,16 +152,23 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
         assert latest["previous_champion"].value == "v0001"
 
 
-def test_promotion_needs_both_the_copy_and_the_champion_beaten():
+def test_promotion_needs_every_baseline_and_the_champion_beaten():
     from xmlai_assets.model.pipeline import decide_promotion
 
-    def metrics(model, copy, champ=None):
-        m = {"model": {"loss": model}, "persistence": {"loss": copy}}
+    def metrics(model, champ=None, **baselines):
+        m = {"model": {"loss": model}} | {name: {"loss": 0.2} for name in BASELINES}
+        m |= {name: {"loss": loss} for name, loss in baselines.items()}
         return m | ({"champion": {"loss": champ}} if champ is not None else {})
 
-    assert decide_promotion(metrics(0.1, 0.2), None, "there is no champion yet").promoted
-    assert not decide_promotion(metrics(0.3, 0.2), None).promoted
-    assert decide_promotion(metrics(0.1, 0.2, 0.15), "v0001").promoted
-    worse = decide_promotion(metrics(0.145, 0.2, 0.081), "v0001")
+    first = decide_promotion(metrics(0.1), None, "there is no champion yet")
+    assert first.promoted and "every baseline" in first.reason
+    # beaten by any one baseline, by the strongest: it names that one
+    lost = decide_promotion(metrics(0.15, fair_copy=0.14, hazard=0.12), None)
+    assert not lost.promoted and "best baseline, hazard (0.1200)" in lost.reason
+    assert not decide_promotion(metrics(0.3), None).promoted
+    assert decide_promotion(metrics(0.1, 0.15), "v0001").promoted
+    worse = decide_promotion(metrics(0.145, 0.081), "v0001")
     assert not worse.promoted and "champion v0001" in worse.reason
     assert worse.previous_loss == 0.081
+    # a baseline that scored nothing (NaN) is no bar
+    assert decide_promotion(metrics(0.1, hazard=float("nan")), None).promoted

@@ -13,7 +13,7 @@ import dagster as dg
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
 from xmlai_assets.defs.resources import MODEL_POOL, DataPaths, TrainingHost
-from xmlai_assets.model.config import MODEL_VERSION, SCORECARD, TrainConfig
+from xmlai_assets.model.config import BASELINES, MODEL_VERSION, SCORECARD, TrainConfig
 from xmlai_assets.remote.train import REPORT
 
 GROUP = "train"
@@ -49,14 +49,14 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
     code_version=f"model-{MODEL_VERSION}",
     description="The multi-track transformer trained to predict the next step's layout of all "
     "20 tracks; each run writes an immutable data/models/v{NNNN}/ and moves the champion "
-    "pointer when the model beats copying the previous step.",
+    "pointer when the model beats every baseline and the champion.",
     kinds={"pytorch"},
     check_specs=[
         dg.AssetCheckSpec(
             "promoted",
             asset="trained_model",
             description="Passes when this version became the champion: its validation loss "
-            "beats copying the previous step and beats the current champion, the champion "
+            "beats every baseline of the scorecard and the current champion, the champion "
             "scored on this version's validation windows with this version's loss. A warning "
             "otherwise: the version is kept, the champion stays.",
         )
@@ -87,13 +87,8 @@ def trained_model(
     promotion = report["promotion"]  # promoted, reason, previous: see model/pipeline.py
     version = Path(report["version"])
     best = next(r for r in history if r["epoch"] == report["best_epoch"])
-    losses = {
-        "val_loss": metrics["model"]["loss"],
-        "persistence_val_loss": metrics["persistence"]["loss"],
-        "majority_mean_val_loss": metrics["majority_mean"]["loss"],
-        "fair_copy_val_loss": metrics["fair_copy"]["loss"],
-        "hazard_val_loss": metrics["hazard"]["loss"],
-    }
+    losses = {"val_loss": metrics["model"]["loss"]}
+    losses |= {f"{name}_val_loss": metrics[name]["loss"] for name in BASELINES}
     if "champion" in metrics:
         losses["previous_champion_val_loss"] = metrics["champion"]["loss"]
     losses = {k: rounded(v, 6) for k, v in losses.items()}
@@ -201,7 +196,7 @@ champion_model = dg.AssetSpec(
     group_name=GROUP,
     owners=OWNERS,
     description="The model version to use (data/models/champion). The training step "
-    "materializes it when a new version beats copying the previous step and the champion "
+    "materializes it when a new version beats every baseline and the champion "
     "before it on the same validation windows; its latest materialization names the "
     "champion, so the UI never shows an old version as the current one.",
     kinds={"pytorch"},
