@@ -219,7 +219,8 @@ def print_model_report(layout: DataLayout) -> None:
     metrics = metadata["metrics"]
     print(f"model: {folder} (champion: {champion(layout.models_dir) or 'none'})")
     columns = [name for name in SCORECARD if name != "champion"]
-    print(f"  {'validation':24}" + "".join(f"{name[:9]:>10}" for name in columns))
+    scored_on = metadata.get("scored_on", "validation")
+    print(f"  {scored_on:24}" + "".join(f"{name[:9]:>10}" for name in columns))
     keys = ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss")
     for key in (*keys, "turn_on_ap", "turn_off_ap"):
         row = [metrics[name].get(key) if name in metrics else None for name in columns]
@@ -267,13 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILED: see the run log above, or the run in the UI (make ui)")
         return 1
     print(f"done: artifacts in {layout.data_dir}")
+    from xmlai_assets.features.split import SPLITS
+
     for path in (
         layout.master_csv,
-        layout.train_csv,
-        layout.val_csv,
+        *(layout.split_csv(split) for split in SPLITS),
         layout.scalers_json,
-        layout.train_sequences,
-        layout.val_sequences,
+        *(layout.sequences_file(split) for split in SPLITS),
     ):
         size = path.stat().st_size
         print(

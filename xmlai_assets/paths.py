@@ -67,13 +67,21 @@ class DataLayout:
     def master_csv(self) -> Path:
         return self.data_dir / "master_training_data.csv"
 
+    def split_csv(self, split: str) -> Path:
+        """The rows of one split (train, val or test)."""
+        return self.data_dir / f"{split}_data.csv"
+
     @property
     def train_csv(self) -> Path:
-        return self.data_dir / "train_data.csv"
+        return self.split_csv("train")
 
     @property
     def val_csv(self) -> Path:
-        return self.data_dir / "val_data.csv"
+        return self.split_csv("val")
+
+    @property
+    def test_csv(self) -> Path:
+        return self.split_csv("test")
 
     @property
     def scalers_pkl(self) -> Path:
@@ -83,13 +91,21 @@ class DataLayout:
     def scalers_json(self) -> Path:
         return self.data_dir / "scalers.json"
 
+    def sequences_file(self, split: str) -> Path:
+        """The windows of one split (train, val or test)."""
+        return self.data_dir / f"{split}_sequences.npz"
+
     @property
     def train_sequences(self) -> Path:
-        return self.data_dir / "train_sequences.npz"
+        return self.sequences_file("train")
 
     @property
     def val_sequences(self) -> Path:
-        return self.data_dir / "val_sequences.npz"
+        return self.sequences_file("val")
+
+    @property
+    def test_sequences(self) -> Path:
+        return self.sequences_file("test")
 
     @property
     def models_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from xmlai_assets.features.frames import DataFileError, iter_batches, read_columns
-from xmlai_assets.features.split import VideoSplit, split_videos, val_count
+from xmlai_assets.features.split import VideoSplit, split_videos
 from xmlai_assets.features.windows import (
     N_FEATURES,
     Sequences,
@@ -200,24 +201,31 @@ def sequence_problems(
     return problems
 
 
-def split_problems(train: Sequences, val: Sequences, val_fraction: float, seed: int) -> list[str]:
-    """Check that no video is on both sides and that the held-out videos are the ones the
-    configured fraction and seed choose."""
-    train_ids, val_ids = set(train.video_ids.tolist()), set(val.video_ids.tolist())
+def split_problems(
+    sides: Mapping[str, Sequences], val_fraction: float, test_fraction: float, seed: int
+) -> list[str]:
+    """Check that no video is on two sides and that the held-out videos are the ones the
+    configured fractions and seed choose. `sides`: the sequences of each split by name."""
+    ids = {name: set(seq.video_ids.tolist()) for name, seq in sides.items()}
     problems = []
-    both = sorted(train_ids & val_ids)
-    if both:
-        problems.append(f"{len(both)} videos in both splits: {both[:MAX_EXAMPLES]}")
+    for a, b in itertools.combinations(sorted(ids), 2):
+        both = sorted(ids[a] & ids[b])
+        if both:
+            problems.append(f"{len(both)} videos in both {a} and {b}: {both[:MAX_EXAMPLES]}")
+    if problems:
         return problems
-    n = len(train_ids) + len(val_ids)
-    if n < 2:
-        return [f"{n} videos across the splits; a split needs at least 2"]
-    if len(val_ids) != val_count(n, val_fraction):
-        problems.append(
-            f"{len(val_ids)} of {n} videos held out; val_fraction {val_fraction} "
-            f"holds out {val_count(n, val_fraction)}"
-        )
-    expected: VideoSplit = split_videos(train_ids | val_ids, val_fraction, seed)
-    if sorted(val_ids) != expected.val:
-        problems.append(f"held-out videos are not the ones seed {seed} chooses")
+    everyone = set().union(*ids.values())
+    if len(everyone) < 2:
+        return [f"{len(everyone)} videos across the splits; a split needs at least 2"]
+    expected: VideoSplit = split_videos(everyone, val_fraction, test_fraction, seed)
+    for name, chosen in expected.by_name().items():
+        if name == "train":
+            continue
+        if len(ids[name]) != len(chosen):
+            problems.append(
+                f"{len(ids[name])} of {len(everyone)} videos held out for {name}; the "
+                f"configured fractions hold out {len(chosen)}"
+            )
+        elif sorted(ids[name]) != chosen:
+            problems.append(f"the {name} videos are not the ones seed {seed} chooses")
     return problems

@@ -22,14 +22,21 @@ from xmlai_assets.features.scalers import (
     read_active_entries,
     save_scalers,
 )
-from xmlai_assets.features.split import VideoSplit, read_video_ids, split_videos, write_split_csvs
+from xmlai_assets.features.split import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    SPLITS,
+    VideoSplit,
+    read_video_ids,
+    split_videos,
+    write_split_csvs,
+)
 from xmlai_assets.features.windows import cut_windows, sequence_stats, write_npz
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.timeline.tables import file_sha256
 
-SPLITS = ("train", "val")
 # Bump when a change here changes the bytes of a split, the scalers or the sequences.
-FEATURES_VERSION = "2"
+FEATURES_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -71,18 +78,22 @@ class SequenceSummary:
     video_ids: list[str]
 
 
-def split_master(layout: DataLayout, val_fraction: float = 0.2, seed: int = 0) -> SplitSummary:
-    """master_training_data.csv → train_data.csv and val_data.csv, split by video."""
+def split_master(
+    layout: DataLayout,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+) -> SplitSummary:
+    """master_training_data.csv → train_data.csv, val_data.csv and test_data.csv, by video."""
     rows = read_video_ids(layout.master_csv)
-    split = split_videos(rows, val_fraction, seed)
-    write_split_csvs(layout.master_csv, split, layout.train_csv, layout.val_csv)
-    per_split = {"train": split.train, "val": split.val}
-    rows_per_video = {name: {v: rows[v] for v in ids} for name, ids in per_split.items()}
+    split = split_videos(rows, val_fraction, test_fraction, seed)
+    write_split_csvs(layout.master_csv, split, {name: layout.split_csv(name) for name in SPLITS})
+    rows_per_video = {name: {v: rows[v] for v in ids} for name, ids in split.by_name().items()}
     return SplitSummary(
         split=split,
         rows={name: sum(counts.values()) for name, counts in rows_per_video.items()},
         rows_per_video=rows_per_video,
-        files={"train": FileInfo.of(layout.train_csv), "val": FileInfo.of(layout.val_csv)},
+        files={name: FileInfo.of(layout.split_csv(name)) for name in SPLITS},
     )
 
 
@@ -111,21 +122,20 @@ def fit_train_scalers(layout: DataLayout, kind: ScalerKind = "standard") -> Scal
 def build_sequences(
     layout: DataLayout, window: int = 100, stride: int = 80
 ) -> dict[str, SequenceSummary]:
-    """train/val CSVs and the scalers → train_sequences.npz and val_sequences.npz."""
+    """Each split's CSV and the scalers → its sequences file (train_sequences.npz, ...)."""
     scalers = load_scalers(layout.scalers_json)
-    csv = {"train": layout.train_csv, "val": layout.val_csv}
-    npz = {"train": layout.train_sequences, "val": layout.val_sequences}
     summaries = {}
     for split in SPLITS:
-        frames = load_track_frames(csv[split], np.float32)
+        npz = layout.sequences_file(split)
+        frames = load_track_frames(layout.split_csv(split), np.float32)
         encoded = normalize(frames.values, scalers, copy=False)
         seq = cut_windows(frames, encoded, window, stride)
         del frames, encoded
-        write_npz(seq, npz[split])
+        write_npz(seq, npz)
         summaries[split] = SequenceSummary(
             shapes={name: list(array.shape) for name, array in seq.arrays().items()},
             stats=sequence_stats(seq),
-            file=FileInfo.of(npz[split]),
+            file=FileInfo.of(npz),
             nbytes=seq.nbytes,
             video_ids=sorted(set(seq.video_ids.tolist())),
         )
@@ -135,13 +145,14 @@ def build_sequences(
 def preprocess(
     layout: DataLayout,
     *,
-    val_fraction: float = 0.2,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
     scaler: ScalerKind = "standard",
     window: int = 100,
     stride: int = 80,
 ) -> tuple[SplitSummary, ScalerSummary, dict[str, SequenceSummary]]:
     """All three steps in order, without Dagster."""
-    split = split_master(layout, val_fraction, seed)
+    split = split_master(layout, val_fraction, test_fraction, seed)
     scalers = fit_train_scalers(layout, scaler)
     return split, scalers, build_sequences(layout, window, stride)

@@ -1,8 +1,10 @@
 """One training run over a data folder: sequences in, an evaluated model version out.
 
 Trains (resuming from the folder's checkpoint when it is of the same settings and inputs),
-evaluates the best epoch against the baselines on the validation split, writes a new version
-folder, and moves the champion pointer only when the model beats every baseline and the champion.
+evaluates the best epoch against the baselines and the champion on the validation split (which
+decides promotion) and on the test split (the scorecard, which decides nothing), writes a new
+version folder, and moves the champion pointer only when the model beats every baseline and the
+champion.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import sklearn
 import torch
 
+from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES, MODEL_VERSION
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
 from xmlai_assets.model.evaluate import (
@@ -58,7 +61,9 @@ class Promotion:
 @dataclass
 class ModelSummary:
     result: TrainResult
-    metrics: dict[str, dict[str, float]]
+    metrics: dict[str, dict[str, float]]  # the scorecard: on the test split (`scored_on`)
+    validation_metrics: dict[str, dict[str, float]]  # what promotion decided on
+    scored_on: str
     promotion: Promotion
     version: Path
     parameters: int
@@ -81,6 +86,8 @@ class ModelSummary:
             "device": result.device,
             "seconds": result.seconds,
             "metrics": self.metrics,
+            "validation_metrics": self.validation_metrics,
+            "scored_on": self.scored_on,
             "promotion": asdict(self.promotion),
             "parameters": self.parameters,
             "data_versions": self.data_versions,
@@ -92,11 +99,8 @@ class ModelSummary:
 
 def input_versions(layout: DataLayout) -> dict[str, str]:
     """Content hashes of what training reads."""
-    return {
-        "train_sequences": file_sha256(layout.train_sequences),
-        "val_sequences": file_sha256(layout.val_sequences),
-        "scalers": file_sha256(layout.scalers_json),
-    }
+    versions = {f"{split}_sequences": file_sha256(layout.sequences_file(split)) for split in SPLITS}
+    return versions | {"scalers": file_sha256(layout.scalers_json)}
 
 
 def loss_curve(history: list[EpochRecord], best_epoch: int) -> bytes:
@@ -217,21 +221,34 @@ def fit_model(
     scalers = json.loads(layout.scalers_json.read_text())["params"]
     value_scale = {param: stats["scale"] for param, stats in scalers.items()}
     priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
-    val_batches = list(BatchIterator(val_data, 64, shuffle=False))
-    metrics = evaluate_against_baselines(
-        model_predictor(result.model),
-        val_batches,
-        priors,
-        value_scale=value_scale,
-        weights=config.loss_weights,
-        class_weights=result.class_weights,
-    )
-    current, champion_metrics, note = _champion_on(
-        layout, val_batches, scalers, value_scale, config, result.class_weights
-    )
-    if champion_metrics is not None:
-        metrics["champion"] = champion_metrics
-    promotion = decide_promotion(metrics, current, note)
+
+    def scorecard(data: MultiTrackDataset) -> tuple[dict, str | None, str]:
+        """The model, the baselines and the current champion on `data`'s windows."""
+        batches = list(BatchIterator(data, 64, shuffle=False))
+        metrics = evaluate_against_baselines(
+            model_predictor(result.model),
+            batches,
+            priors,
+            value_scale=value_scale,
+            weights=config.loss_weights,
+            class_weights=result.class_weights,
+        )
+        current, champion_metrics, note = _champion_on(
+            layout, batches, scalers, value_scale, config, result.class_weights
+        )
+        if champion_metrics is not None:
+            metrics["champion"] = champion_metrics
+        return metrics, current, note
+
+    # the champion is chosen on validation; the scorecard is the test's, which chose nothing
+    validation_metrics, current, note = scorecard(val_data)
+    promotion = decide_promotion(validation_metrics, current, note)
+    test_data = MultiTrackDataset.from_npz(layout.test_sequences)
+    if len(test_data):
+        metrics, scored_on = scorecard(test_data)[0], "test"
+    else:
+        metrics, scored_on = validation_metrics, "validation"
+        log("no test timelines (too few videos): the scorecard is the validation split's")
     png = loss_curve(result.history, result.best_epoch)
     metadata = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -239,6 +256,8 @@ def fit_model(
         "seed": config.seed,
         "data_versions": data_versions,
         "metrics": metrics,
+        "scored_on": scored_on,
+        "validation_metrics": validation_metrics,
         "promotion": asdict(promotion),
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
@@ -248,6 +267,7 @@ def fit_model(
         "train_seconds": round(result.seconds, 3),
         "train_windows": len(train_data),
         "val_windows": len(val_data),
+        "test_windows": len(test_data),
         "packages": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -278,6 +298,8 @@ def fit_model(
     return ModelSummary(
         result=result,
         metrics=metrics,
+        validation_metrics=validation_metrics,
+        scored_on=scored_on,
         promotion=promotion,
         version=version,
         parameters=count_parameters(result.model),

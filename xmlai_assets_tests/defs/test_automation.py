@@ -164,9 +164,11 @@ def test_the_schedule_retrains_everything_from_the_master_with_its_checks():
         "master_training_data",
         "train_data",
         "val_data",
+        "test_data",
         "scalers",
         "train_sequences",
         "val_sequences",
+        "test_sequences",
         "trained_model",
     }
     # the blocking checks run as steps of the same run, so they can stop what follows them
@@ -174,6 +176,7 @@ def test_the_schedule_retrains_everything_from_the_master_with_its_checks():
         "master_training_data_master_data_valid",
         "train_sequences_sequences_well_formed",
         "val_sequences_sequences_well_formed",
+        "test_sequences_sequences_well_formed",
         "val_sequences_split_as_configured",
         "trained_model",  # the promotion check is reported by the training step itself
     } <= set(job.graph.node_dict)

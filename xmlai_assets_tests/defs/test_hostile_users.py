@@ -18,6 +18,7 @@ from xmlai_assets.atomic import TEMP_SUFFIX
 from xmlai_assets.cli import fail_orphaned_runs, limit_writer_pools, run_pipeline
 from xmlai_assets.definitions import build_definitions
 from xmlai_assets.defs.resources import WRITER_POOLS, DataPaths
+from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.store import ModelStoreError, champion, load_model
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.synth import generate_timeline
@@ -142,7 +143,7 @@ def test_a_truncated_master_is_refused_by_its_recorded_hash(layout):
         layout.master_csv.write_bytes(b"".join(lines[: len(lines) // 2]))  # cut at a row end
         result = job_for(layout).execute_in_process(
             instance=instance,
-            asset_selection=[dg.AssetKey("train_data"), dg.AssetKey("val_data")],
+            asset_selection=[dg.AssetKey(f"{split}_data") for split in SPLITS],
             raise_on_error=False,
         )
         assert not result.success

@@ -11,15 +11,19 @@ from xmlai_assets.cli import run_pipeline
 from xmlai_assets.definitions import build_definitions
 from xmlai_assets.defs.ingest import assets as ingest_assets
 from xmlai_assets.defs.resources import DataPaths
+from xmlai_assets.features.split import SPLITS
 from xmlai_assets.features.windows import read_npz
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.synth import generate_timeline
 
-PREPROCESS = ("train_data", "val_data", "scalers", "train_sequences", "val_sequences")
+PREPROCESS = (
+    *(f"{split}_data" for split in SPLITS),
+    "scalers",
+    *(f"{split}_sequences" for split in SPLITS),
+)
 BLOCKING = {
     ("master_training_data", "master_data_valid"),
-    ("train_sequences", "sequences_well_formed"),
-    ("val_sequences", "sequences_well_formed"),
+    *((f"{split}_sequences", "sequences_well_formed") for split in SPLITS),
     ("val_sequences", "split_as_configured"),
 }
 
@@ -44,18 +48,22 @@ def check_result(instance, asset, name):
 
 
 def artifacts(layout):
-    paths = [layout.train_csv, layout.val_csv, layout.scalers_pkl, layout.scalers_json]
-    return {p.name: p.read_bytes() for p in [*paths, layout.train_sequences, layout.val_sequences]}
+    paths = [layout.scalers_pkl, layout.scalers_json]
+    paths += [layout.split_csv(s) for s in SPLITS] + [layout.sequences_file(s) for s in SPLITS]
+    return {p.name: p.read_bytes() for p in paths}
 
 
 def test_materialize_from_xml_to_sequences(layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
         master = pd.read_csv(layout.master_csv)
-        train, val = pd.read_csv(layout.train_csv), pd.read_csv(layout.val_csv)
-        assert len(train) + len(val) == len(master)
-        assert not set(train["video_id"]) & set(val["video_id"])
-        assert val["video_id"].nunique() == 1  # 6 timelines at 0.2 → 1 held out
+        sides = {split: pd.read_csv(layout.split_csv(split)) for split in SPLITS}
+        train, val, test = (sides[split] for split in SPLITS)
+        assert sum(map(len, sides.values())) == len(master)
+        videos = [set(side["video_id"]) for side in sides.values()]
+        assert sum(map(len, videos)) == len(set().union(*videos)) == 6
+        # 6 timelines at 0.15 each: 1 for validation, 1 for the test, 4 to train on
+        assert val["video_id"].nunique() == test["video_id"].nunique() == 1
 
         for asset, name in BLOCKING:
             result = check_result(instance, asset, name)
@@ -64,7 +72,8 @@ def test_materialize_from_xml_to_sequences(layout):
         md = {key: metadata(instance, key) for key in PREPROCESS}
         assert md["train_data"]["dagster/row_count"].value == len(train)
         assert md["val_data"]["video_ids"].value == sorted(val["video_id"].unique())
-        assert md["train_data"]["val_fraction"].value == 0.2
+        assert md["train_data"]["val_fraction"].value == 0.15
+        assert md["test_data"]["test_fraction"].value == 0.15
         stats = {r.data["param"]: r.data for r in md["scalers"]["statistics"].value.records}
         assert sorted(stats) == ["crop_b", "crop_l", "crop_r", "crop_t", "scale", "x", "y"]
         scale = np.concatenate(
@@ -74,10 +83,10 @@ def test_materialize_from_xml_to_sequences(layout):
         assert stats["scale"]["center"] == pytest.approx(scale.mean())
         doc = json.loads(layout.scalers_json.read_text())
         assert doc["params"]["scale"]["scale"] == pytest.approx(scale.std())
-        assert doc["fitted_on"] == {"split": "train", "rows": len(train), "videos": 5}
+        assert doc["fitted_on"] == {"split": "train", "rows": len(train), "videos": 4}
 
-        for split, frame in (("train", train), ("val", val)):
-            seq = read_npz(getattr(layout, f"{split}_sequences"))
+        for split, frame in sides.items():
+            seq = read_npz(layout.sequences_file(split))
             m = md[f"{split}_sequences"]
             assert seq.sequences.shape[1:] == (100, 180)
             assert m["shapes"].value["sequences"] == list(seq.sequences.shape)
@@ -92,7 +101,7 @@ def test_materialize_from_xml_to_sequences(layout):
             }
             assert sum(m["asset_histogram"].value.values()) == int(active.sum())
             assert sorted(set(seq.video_ids)) == sorted(frame["video_id"].unique())
-            assert m["size_bytes"].value == getattr(layout, f"{split}_sequences").stat().st_size
+            assert m["size_bytes"].value == layout.sequences_file(split).stat().st_size
 
 
 def test_rerun_gives_identical_bytes_and_data_versions(layout):
@@ -116,13 +125,16 @@ def test_configured_split_and_windows_are_used_and_checked(layout):
             asset_selection=[dg.AssetKey(k) for k in PREPROCESS],
             run_config={
                 "ops": {
-                    "video_split": {"config": {"val_fraction": 0.5, "seed": 4}},
+                    "video_split": {
+                        "config": {"val_fraction": 0.5, "test_fraction": 0.2, "seed": 4}
+                    },
                     "scalers": {"config": {"kind": "minmax"}},
                     "training_sequences": {"config": {"window": 20, "stride": 10}},
                 }
             },
         )
         assert result.success
+        assert len(metadata(instance, "test_data")["video_ids"].value) == 1
         assert len(metadata(instance, "val_data")["video_ids"].value) == 3
         assert metadata(instance, "scalers")["kind"].value == "minmax"
         assert read_npz(layout.val_sequences).sequences.shape[1:] == (20, 180)
@@ -131,7 +143,7 @@ def test_configured_split_and_windows_are_used_and_checked(layout):
 
         bad = job.execute_in_process(
             instance=instance,
-            asset_selection=[dg.AssetKey("train_sequences"), dg.AssetKey("val_sequences")],
+            asset_selection=[dg.AssetKey(f"{split}_sequences") for split in SPLITS],
             run_config={"ops": {"training_sequences": {"config": {"window": 20, "stride": 30}}}},
             raise_on_error=False,
         )
@@ -179,9 +191,11 @@ def test_preprocess_lineage_and_checks_in_the_definitions():
     assert parents == {
         "train_data": {"master_training_data", "timeline_xml"},
         "val_data": {"master_training_data", "timeline_xml"},
-        "scalers": {"train_data", "timeline_xml"},
+        "test_data": {"master_training_data", "timeline_xml"},
+        "scalers": {"train_data", "timeline_xml"},  # fitted on the training split alone
         "train_sequences": {"train_data", "scalers", "timeline_xml"},
         "val_sequences": {"val_data", "scalers", "timeline_xml"},
+        "test_sequences": {"test_data", "scalers", "timeline_xml"},
     }
     for key in PREPROCESS:
         node = graph.get(dg.AssetKey(key))

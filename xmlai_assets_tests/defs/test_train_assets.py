@@ -8,6 +8,7 @@ import pytest
 
 from xmlai_assets.cli import run_pipeline
 from xmlai_assets.definitions import build_definitions
+from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES
 from xmlai_assets.model.store import champion, load_model, predict, versions
 from xmlai_assets.paths import DataLayout
@@ -48,7 +49,10 @@ def test_xml_to_model_version(tmp_path):
         assert {"loss", "active_acc", "asset_acc", "x_mae", "change_loss"} <= set(rows)
         baselines = {"fair_copy", "hazard", "persistence", "majority_mean"}
         assert set(rows["loss"]) == {"metric", "model", *baselines}
-        assert md["hazard_val_loss"] == pytest.approx(rows["loss"]["hazard"], rel=1e-3)
+        # the scorecard is the test split's; promotion's numbers are the validation split's
+        assert md["scored_on"] == "test"
+        assert md["hazard_test_loss"] == pytest.approx(rows["loss"]["hazard"], rel=1e-3)
+        assert md["model_test_loss"] == pytest.approx(rows["loss"]["model"], rel=1e-3)
         for name in (
             "model.safetensors",
             "config.json",
@@ -59,8 +63,15 @@ def test_xml_to_model_version(tmp_path):
             assert (folder / name).is_file(), name
         metadata = json.loads((folder / "metadata.json").read_text())
         assert metadata["seed"] == 0 and metadata["packages"]["torch"]
-        assert set(metadata["data_versions"]) == {"train_sequences", "val_sequences", "scalers"}
-        assert metadata["metrics"]["model"]["loss"] == pytest.approx(md["val_loss"], rel=1e-5)
+        sequences = {f"{split}_sequences" for split in SPLITS}
+        assert set(metadata["data_versions"]) == {*sequences, "scalers"}
+        assert metadata["scored_on"] == "test" and metadata["test_windows"] > 0
+        validation = metadata["validation_metrics"]["model"]["loss"]
+        assert validation == pytest.approx(md["val_loss"], rel=1e-5)
+        assert metadata["metrics"]["model"]["loss"] == pytest.approx(
+            md["model_test_loss"], rel=1e-5
+        )
+        assert metadata["metrics"]["model"]["loss"] != validation  # two splits, two numbers
         assert not layout.train_checkpoint.exists()  # a finished run leaves no checkpoint
 
         key = dg.AssetCheckKey(dg.AssetKey("trained_model"), "promoted")
@@ -86,6 +97,7 @@ def test_trained_model_sits_downstream_of_the_sequences_and_scalers():
     assert {k.to_user_string() for k in node.parent_keys} == {
         "train_sequences",
         "val_sequences",
+        "test_sequences",
         "scalers",
         "timeline_xml",  # so a changed folder marks the model stale, not only the master
     }
@@ -134,10 +146,15 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
         assert "does not beat" in md["promotion"].value
         assert champion(layout.models_dir) == "v0001"
         assert len(champion_events(instance)) == 1
-        # the old champion was scored on the new version's validation windows
+        # the old champion was scored on the new version's validation windows (promotion) and
+        # test windows (the scorecard)
+        metadata = json.loads((layout.models_dir / "v0002" / "metadata.json").read_text())
+        assert metadata["validation_metrics"]["champion"]["loss"] == pytest.approx(
+            md["previous_champion_val_loss"].value, rel=1e-3
+        )
         rows = {r.data["metric"]: r.data for r in md["evaluation"].records}
         assert rows["loss"]["champion"] == pytest.approx(
-            md["previous_champion_val_loss"].value, rel=1e-3
+            metadata["metrics"]["champion"]["loss"], rel=1e-3
         )
 
         # a model trained longer on the same data beats it: promoted, and only it is champion

@@ -73,21 +73,21 @@ def test_inverse_transform_gives_back_the_original_values(seed, lengths, kind):
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10**6), lengths=st.lists(st.integers(1, 40), min_size=3, max_size=8))
-def test_scalers_do_not_change_when_only_validation_data_changes(seed, lengths):
+def test_scalers_do_not_change_when_only_held_out_data_changes(seed, lengths):
     df = make_master(seed, lengths)
     other = make_master(seed + 1, lengths)
     with tempfile.TemporaryDirectory() as tmp:
         layout = DataLayout.at(tmp)
         write_master(df, layout.master_csv)
-        split = split_master(layout, 0.3, seed).split
+        split = split_master(layout, 0.3, 0.2, seed).split
         fit_train_scalers(layout)
         before = layout.scalers_pkl.read_bytes(), layout.scalers_json.read_bytes()
 
-        in_val = df["video_id"].isin(split.val)
+        in_val = df["video_id"].isin(split.val + split.test)  # the held-out videos
         changed = df.copy()
         changed.loc[in_val, df.columns[3:]] = other.loc[in_val, df.columns[3:]].to_numpy()
         write_master(changed, layout.master_csv)
-        assert split_master(layout, 0.3, seed).split == split
+        assert split_master(layout, 0.3, 0.2, seed).split == split
         fit_train_scalers(layout)
         assert (layout.scalers_pkl.read_bytes(), layout.scalers_json.read_bytes()) == before
 
@@ -95,7 +95,7 @@ def test_scalers_do_not_change_when_only_validation_data_changes(seed, lengths):
         in_train = df["video_id"] == split.train[0]
         changed.loc[in_train, ["target_v1_active", "target_v1_scale"]] = [1, 999.0]
         write_master(changed, layout.master_csv)
-        split_master(layout, 0.3, seed)
+        split_master(layout, 0.3, 0.2, seed)
         fit_train_scalers(layout)
         assert layout.scalers_pkl.read_bytes() != before[0]
 

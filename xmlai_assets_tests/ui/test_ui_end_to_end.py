@@ -33,9 +33,11 @@ DOWNSTREAM_OF_FILES = [
     "master_training_data",
     "train_data",
     "val_data",
+    "test_data",
     "scalers",
     "train_sequences",
     "val_sequences",
+    "test_sequences",
     "trained_model",
 ]
 QUICK = yaml.safe_load((PROJECT_ROOT / "configs" / "train_quick.yaml").read_text())

@@ -1,4 +1,4 @@
-"""Preprocess: master CSV → train/val split → scalers → 100-step training sequences."""
+"""Preprocess: master CSV → train/val/test split → scalers → 100-step training sequences."""
 
 from typing import Literal
 
@@ -20,19 +20,25 @@ from xmlai_assets.defs.resources import (
 )
 from xmlai_assets.features.preprocess import (
     FEATURES_VERSION,
-    SPLITS,
     build_sequences,
     fit_train_scalers,
     split_master,
 )
+from xmlai_assets.features.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS
+
+LABELS = {"train": "training", "val": "held-out validation", "test": "held-out test"}
 
 GROUP = "preprocess"
 CODE_VERSION = f"features-{FEATURES_VERSION}"
 
 
 class SplitConfig(dg.Config):
-    val_fraction: float = 0.2
-    """Share of timelines held out for validation (rounded half up; 110 → 22)."""
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    """Share of timelines held out for validation: early stopping and promotion (rounded half
+    up, at least 1; 110 → 17)."""
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    """Share of timelines held out for the test: the scorecard, which nothing is chosen on
+    (rounded half up; at least 1 from 3 timelines on; 0 turns it off)."""
     seed: int = 0
     """Which timelines are held out: the same seed and videos always give the same split."""
 
@@ -65,17 +71,19 @@ def _data_version(sha256: str) -> dg.DataVersion:
             "whole timelines are held out, never single rows.",
             kinds={"csv"},
         )
-        for split, label in (("train", "training"), ("val", "held-out validation"))
+        for split, label in LABELS.items()
     ],
     name="video_split",
     pool=SPLIT_POOL,
 )
 def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: DataPaths):
     verified_sha256(context, master_training_data.key, paths.layout.master_csv)
-    summary = split_master(paths.layout, config.val_fraction, config.seed)
+    summary = split_master(paths.layout, config.val_fraction, config.test_fraction, config.seed)
     context.log.info(
-        f"{len(summary.split.train)} training and {len(summary.split.val)} validation timelines "
-        f"({summary.rows['train']} and {summary.rows['val']} rows)"
+        ", ".join(
+            f"{len(ids)} {LABELS[name]} timelines ({summary.rows[name]} rows)"
+            for name, ids in summary.split.by_name().items()
+        )
     )
     for split in SPLITS:
         info = summary.files[split]
@@ -89,6 +97,7 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
                 "video_ids": sorted(rows_per_video),
                 "rows_per_video": rows_per_video,
                 "val_fraction": config.val_fraction,
+                "test_fraction": config.test_fraction,
                 "seed": config.seed,
                 **file_metadata(info),
             },
@@ -139,22 +148,23 @@ def scalers(
             group_name=GROUP,
             owners=OWNERS,
             code_version=CODE_VERSION,
-            description=f"{label} windows ({split}_sequences.npz): sequences float32 "
+            description=f"Windows of the {label} timelines ({split}_sequences.npz): sequences "
+            "float32 "
             "[N, window, 180] (per track: active, asset, then the scaled continuous values; 0 "
             "where a track is off), masks bool [N, window] (False on end padding), video_ids "
             "[N], start_times [N] in seconds, first_targets [N] (where a window's unscored "
             "targets begin: each step is scored once).",
             kinds={"numpy"},
         )
-        for split, label in (("train", "Training"), ("val", "Validation"))
+        for split, label in LABELS.items()
     ],
     name="training_sequences",
     pool=SEQUENCES_POOL,
 )
 def training_sequences(context: dg.AssetExecutionContext, config: WindowConfig, paths: DataPaths):
     layout = paths.layout
-    verified_sha256(context, dg.AssetKey("train_data"), layout.train_csv)
-    verified_sha256(context, dg.AssetKey("val_data"), layout.val_csv)
+    for split in SPLITS:
+        verified_sha256(context, dg.AssetKey(f"{split}_data"), layout.split_csv(split))
     verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
     summaries = build_sequences(paths.layout, config.window, config.stride)
     for split in SPLITS:

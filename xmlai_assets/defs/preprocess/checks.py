@@ -6,7 +6,7 @@ from xmlai_assets.defs.ingest.assets import master_training_data
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.checks import master_problems, sequence_problems, split_problems
 from xmlai_assets.features.frames import DataFileError
-from xmlai_assets.features.split import read_video_ids
+from xmlai_assets.features.split import SPLITS, read_video_ids
 from xmlai_assets.features.windows import read_npz
 
 
@@ -52,8 +52,7 @@ def _sequences_check(split: str) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, paths: DataPaths
     ) -> dg.AssetCheckResult:
         layout = paths.layout
-        npz = layout.train_sequences if split == "train" else layout.val_sequences
-        csv = layout.train_csv if split == "train" else layout.val_csv
+        npz, csv = layout.sequences_file(split), layout.split_csv(split)
         config = _latest_metadata(context, f"{split}_sequences")
         try:
             problems = sequence_problems(
@@ -68,14 +67,15 @@ def _sequences_check(split: str) -> dg.AssetChecksDefinition:
 
 train_sequences_well_formed = _sequences_check("train")
 val_sequences_well_formed = _sequences_check("val")
+test_sequences_well_formed = _sequences_check("test")
 
 
 @dg.asset_check(
     asset="val_sequences",
     blocking=True,
-    additional_deps=["train_sequences"],
-    description="No timeline has windows in both splits, and the held-out timelines are the "
-    "ones the configured val_fraction and seed choose.",
+    additional_deps=["train_sequences", "test_sequences"],
+    description="No timeline has windows in two splits, and the held-out timelines are the "
+    "ones the configured val_fraction, test_fraction and seed choose.",
 )
 def split_as_configured(
     context: dg.AssetCheckExecutionContext, paths: DataPaths
@@ -83,15 +83,17 @@ def split_as_configured(
     config = _latest_metadata(context, "train_data")
     layout = paths.layout
     try:
-        train = read_npz(layout.train_sequences, names=("video_ids",))
-        val = read_npz(layout.val_sequences, names=("video_ids",))
+        sides = {
+            split: read_npz(layout.sequences_file(split), names=("video_ids",)) for split in SPLITS
+        }
     except DataFileError as exc:
         return _result([str(exc)])
-    problems = split_problems(train, val, config["val_fraction"], config["seed"])
+    test_fraction = config.get("test_fraction", 0.0)
+    problems = split_problems(sides, config["val_fraction"], test_fraction, config["seed"])
     return _result(
         problems,
-        train_videos=len(set(train.video_ids.tolist())),
-        val_videos=len(set(val.video_ids.tolist())),
+        **{f"{split}_videos": len(set(seq.video_ids.tolist())) for split, seq in sides.items()},
         val_fraction=config["val_fraction"],
+        test_fraction=test_fraction,
         seed=config["seed"],
     )

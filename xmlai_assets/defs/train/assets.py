@@ -13,6 +13,7 @@ import dagster as dg
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
 from xmlai_assets.defs.resources import MODEL_POOL, DataPaths, TrainingHost
+from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES, MODEL_VERSION, SCORECARD, TrainConfig
 from xmlai_assets.remote.train import REPORT
 
@@ -42,7 +43,7 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
 
 
 @dg.asset(
-    deps=["train_sequences", "val_sequences", "scalers", TIMELINE_XML],
+    deps=[*(f"{split}_sequences" for split in SPLITS), "scalers", TIMELINE_XML],
     pool=MODEL_POOL,
     group_name=GROUP,
     owners=OWNERS,
@@ -70,8 +71,9 @@ def trained_model(
 ):
     layout = paths.layout
     settings = TrainConfig.from_dict(config.model_dump(include=set(TrainConfig.model_fields)))
-    verified_sha256(context, dg.AssetKey("train_sequences"), layout.train_sequences)
-    verified_sha256(context, dg.AssetKey("val_sequences"), layout.val_sequences)
+    for split in SPLITS:
+        key = dg.AssetKey(f"{split}_sequences")
+        verified_sha256(context, key, layout.sequences_file(split))
     verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
     extra = {"dagster_run_id": context.run.run_id, "dagster": dg.__version__}
     if training.command:
@@ -83,14 +85,21 @@ def trained_model(
         report = fit_model(layout, settings, log=context.log.info, extra_metadata=extra).report()
     from xmlai_assets.model.store import version_history
 
-    metrics, history = report["metrics"], report["history"]
+    # promotion decides on validation; the scorecard is the test split's (see model/pipeline.py)
+    metrics, validation, history = (
+        report["metrics"],
+        report["validation_metrics"],
+        report["history"],
+    )
     promotion = report["promotion"]  # promoted, reason, previous: see model/pipeline.py
     version = Path(report["version"])
     best = next(r for r in history if r["epoch"] == report["best_epoch"])
-    losses = {"val_loss": metrics["model"]["loss"]}
-    losses |= {f"{name}_val_loss": metrics[name]["loss"] for name in BASELINES}
-    if "champion" in metrics:
-        losses["previous_champion_val_loss"] = metrics["champion"]["loss"]
+    losses = {"val_loss": validation["model"]["loss"]}
+    losses |= {f"{name}_val_loss": validation[name]["loss"] for name in BASELINES}
+    if "champion" in validation:
+        losses["previous_champion_val_loss"] = validation["champion"]["loss"]
+    if report["scored_on"] == "test":
+        losses |= {f"{name}_test_loss": metrics[name]["loss"] for name in ("model", *BASELINES)}
     losses = {k: rounded(v, 6) for k, v in losses.items()}
     png = report["loss_curve_png"]
     yield dg.MaterializeResult(
@@ -101,6 +110,7 @@ def trained_model(
             "promotion": promotion["reason"],
             **losses,
             "evaluation": _evaluation_table(metrics),
+            "scored_on": report["scored_on"],
             "versions": table(
                 version_history(layout.models_dir),
                 {"version": "string", "created": "string"}
