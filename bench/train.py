@@ -32,7 +32,7 @@ import torch
 
 from xmlai_assets.features.preprocess import preprocess
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
-from xmlai_assets.model.loss import next_step_loss
+from xmlai_assets.model.loss import training_loss
 from xmlai_assets.model.train import TrainConfig, TrainResult, resolve_device, train
 from xmlai_assets.model.transformer import MultiTrackTransformer, count_parameters
 from xmlai_assets.paths import DataLayout, list_timeline_files
@@ -96,7 +96,7 @@ def bare_loop(
             b = batch.to(device)
             with autocast:
                 outputs = forward(b.sequences, b.masks)
-            loss, _ = next_step_loss(outputs, b.sequences, b.masks)
+            loss = training_loss(outputs, b.sequences, b.masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:  # the settings' clip, as any loop with them would

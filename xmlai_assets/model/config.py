@@ -21,7 +21,7 @@ from xmlai_assets.timeline.schema import (
     TRACK_PARAMS,
 )
 
-MODEL_VERSION = "3"  # bump when the model, objective or evaluation changes
+MODEL_VERSION = "4"  # bump when the model, objective or evaluation changes
 # The columns of a scorecard, in order: the model, the champion before it (scored on the same
 # windows), and the baselines (see model/evaluate.py).
 SCORECARD = ("model", "champion", "fair_copy", "hazard", "persistence", "majority_mean")
@@ -43,6 +43,11 @@ class ModelConfig:
     dropout: float = 0.1
     n_tracks: int = N_TRACKS
     n_assets: int = N_ASSETS
+    # "delta": each value head predicts the change from the current step. "gated": also a
+    # move-or-hold gate per value (a held value is the current one exactly), with the last
+    # step's change and a moved flag among the inputs. A version's config.json without it was
+    # written before the gate: "delta".
+    value_head: str = "delta"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +78,12 @@ class TrainConfig(pydantic.BaseModel):
         default=1024, description="Width of each layer's feed-forward block."
     )
     dropout: float = pydantic.Field(default=0.1, description="Dropout in the encoder.")
+    value_head: Literal["gated", "delta"] = pydantic.Field(
+        default="gated",
+        description="gated: each continuous value holds exactly still or moves by a predicted "
+        "change, by a gate trained on whether it moved, with the last step's change among the "
+        "inputs; delta: a predicted change, always.",
+    )
     batch_size: int = pydantic.Field(default=16, description="Windows per optimizer step.")
     learning_rate: float = pydantic.Field(default=1e-4, description="Peak AdamW learning rate.")
     weight_decay: float = pydantic.Field(default=1e-5, description="AdamW weight decay.")
@@ -137,6 +148,7 @@ class TrainConfig(pydantic.BaseModel):
             n_layers=self.n_layers,
             d_ff=self.d_ff,
             dropout=self.dropout,
+            value_head=self.value_head,
         )
 
     def scaled_to(self, batch_size: int, lr_factor: float = 1.0) -> TrainConfig:

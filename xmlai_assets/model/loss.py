@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from xmlai_assets.model.transformer import HEADS, N_PARAMS
+from xmlai_assets.model.transformer import HEADS, MOVED, N_PARAMS
 from xmlai_assets.timeline.schema import (
     ACTIVE,
     ASSET,
@@ -131,3 +131,40 @@ def class_weights_from(sequences: torch.Tensor, masks: torch.Tensor) -> dict[str
         seen = weight > 0
         out[name] = (weight / weight[seen].mean()).float() if seen.any() else torch.ones(classes)
     return out
+
+
+def training_loss(
+    outputs: Mapping[str, torch.Tensor],
+    sequences: torch.Tensor,
+    masks: torch.Tensor,
+    weights: Mapping[str, float] | None = None,
+    class_weights: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """What training minimizes: the next-step loss, except that a gated model (outputs `move`
+    and `delta`) learns each continuous value as a gate, binary cross-entropy on whether the
+    value moved, and a change, squared error where it moved; both where the target track is
+    on. Its scored loss (`next_step_loss`) is that of the values it outputs."""
+    if "move" not in outputs:
+        return next_step_loss(outputs, sequences, masks, weights, class_weights)[0]
+    targets = next_step_targets(sequences, masks)
+    losses = head_losses(outputs, targets, class_weights)
+    b, t, _ = sequences.shape
+    current = sequences[:, :-1].reshape(b, t - 1, -1, N_PARAMS)[..., VALUES]
+    change = targets.values - current
+    moved = (change.abs() > MOVED).float()
+    on = targets.on[..., None].expand_as(moved).float()
+    was_on = sequences[:, :-1].reshape(b, t - 1, -1, N_PARAMS)[..., ACTIVE, None] > 0.5
+    gated = on * was_on.float()  # the gate decides for tracks on at both steps
+    gate = F.binary_cross_entropy_with_logits(
+        outputs["move"][:, :-1].float(), moved, reduction="none"
+    )
+    step = (outputs["delta"][:, :-1].float() - change) ** 2
+    for i, param in enumerate(CONTINUOUS_PARAMS):
+        w_gate, w_step = gated[..., i], (on * torch.maximum(moved, 1.0 - gated))[..., i]
+        gate_loss = (gate[..., i] * w_gate).sum() / w_gate.sum().clamp(min=1e-12)
+        # over every scored element, as the plain squared error: the rare moves do not outweigh
+        # the other heads
+        step_loss = (step[..., i] * w_step).sum() / on[..., i].sum().clamp(min=1e-12)
+        # the seven gates share one head's weight, so on/off prediction is not starved
+        losses[param] = gate_loss / len(CONTINUOUS_PARAMS) + step_loss
+    return total_loss(losses, weights)

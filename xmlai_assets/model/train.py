@@ -18,7 +18,7 @@ from xmlai_assets.atomic import atomic_path
 from xmlai_assets.model.config import TrainConfig
 from xmlai_assets.model.data import Batch, BatchIterator, MultiTrackDataset
 from xmlai_assets.model.evaluate import validation_loss
-from xmlai_assets.model.loss import class_weights_from, next_step_loss
+from xmlai_assets.model.loss import class_weights_from, training_loss
 from xmlai_assets.model.transformer import MultiTrackTransformer
 
 VALIDATION_BATCH = 256  # windows per validation batch: few batches, few waits on a GPU
@@ -344,10 +344,9 @@ class _Run:
     def loss(self, batch: Batch) -> torch.Tensor:
         with self.autocast:
             outputs = self.forward(batch.sequences, batch.masks)
-        loss, _ = next_step_loss(
+        return training_loss(
             outputs, batch.sequences, batch.masks, self.config.loss_weights, self.class_weights
         )
-        return loss
 
     def train_epoch(self) -> tuple[float, int]:
         """(mean training loss, steps skipped for a non-finite loss or gradient)."""

@@ -25,6 +25,16 @@ def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor
     return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)
 
 
+MOVED = 1e-6  # a change of a scaled value above this is a move
+
+
+def last_change(values: torch.Tensor) -> torch.Tensor:
+    """[B, T, ...] → each step's change from the step before (0 at the first step)."""
+    change = torch.zeros_like(values)
+    change[:, 1:] = values[:, 1:] - values[:, :-1]
+    return change
+
+
 def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
     """`F.one_hot(index, classes).to(dtype)` for indices in range, without its range check,
     which reads the indices back to the host and so waits for a GPU at every step."""
@@ -51,7 +61,10 @@ class MultiTrackTransformer(nn.Module):
         super().__init__()
         self.config = config = config or ModelConfig()
         self.n_continuous = N_PARAMS - 2
+        self.gated = config.value_head == "gated"
         per_track = N_ACTIVE + config.n_assets + self.n_continuous
+        if self.gated:  # the last step's change of each value, and whether any moved
+            per_track += self.n_continuous + 1
         self.input = nn.Linear(config.n_tracks * per_track, config.d_model)
         self.position = SinusoidalPosition(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
@@ -72,7 +85,11 @@ class MultiTrackTransformer(nn.Module):
         self.active_head = nn.Linear(config.d_model, config.n_tracks * N_ACTIVE)
         self.asset_head = nn.Linear(config.d_model, config.n_tracks * config.n_assets)
         self.value_head = nn.Linear(config.d_model, config.n_tracks * self.n_continuous)
-        for head in (self.active_head, self.asset_head, self.value_head):
+        heads = [self.active_head, self.asset_head, self.value_head]
+        if self.gated:
+            self.move_head = nn.Linear(config.d_model, config.n_tracks * self.n_continuous)
+            heads.append(self.move_head)
+        for head in heads:
             # near-uniform class probabilities at the start: loss ln 2 and ln 10
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
@@ -88,6 +105,9 @@ class MultiTrackTransformer(nn.Module):
             one_hot(asset, self.config.n_assets, sequences.dtype),
             tracks[..., VALUES],
         ]
+        if self.gated:
+            change = last_change(tracks[..., VALUES])
+            parts += [change, (change.abs() > MOVED).any(-1, keepdim=True).to(sequences.dtype)]
         return torch.cat(parts, dim=-1).reshape(b, t, -1)
 
     def forward(
@@ -97,7 +117,9 @@ class MultiTrackTransformer(nn.Module):
 
         `sequences` [B, T, 180]; `masks` [B, T] bool with True on real steps (None: all real).
         Returns per head: `active` [B, T, 20, 2] and `asset` [B, T, 20, 10] logits, and each
-        continuous parameter [B, T, 20] in scaled units. Output t depends on inputs 0..t only.
+        continuous parameter [B, T, 20] in scaled units; a gated model also its `move` logits
+        and its `delta` [B, T, 20, 7] (the change a move makes). Output t depends on inputs
+        0..t only.
         """
         b, t, _ = sequences.shape
         x = self.input(self.encode_inputs(sequences))
@@ -109,11 +131,20 @@ class MultiTrackTransformer(nn.Module):
         x = self.norm(x)
         n = self.config.n_tracks
         current = sequences.reshape(b, t, n, N_PARAMS)[..., VALUES]
-        values = current + self.value_head(x).reshape(b, t, n, self.n_continuous)
+        delta = self.value_head(x).reshape(b, t, n, self.n_continuous)
         out = {
             "active": self.active_head(x).reshape(b, t, n, N_ACTIVE),
             "asset": self.asset_head(x).reshape(b, t, n, self.config.n_assets),
         }
+        if self.gated:
+            # move logits [B, T, 20, 7]: a value of a track on screen whose gate says hold is
+            # the current one exactly; a track off screen has no value to hold (its next one,
+            # should it come on, is the predicted change from the placeholder)
+            out["move"] = self.move_head(x).reshape(b, t, n, self.n_continuous)
+            out["delta"] = delta
+            on = sequences.reshape(b, t, n, N_PARAMS)[..., ACTIVE, None] > 0.5
+            delta = torch.where((out["move"] > 0) | ~on, delta, torch.zeros_like(delta))
+        values = current + delta
         out.update({param: values[..., i] for i, param in enumerate(CONTINUOUS_PARAMS)})
         return out
 

@@ -99,3 +99,53 @@ def test_classes_enter_one_hot_not_as_numbers(model):
     assert torch.equal(encoded[..., 2:12].argmax(-1), tracks[..., 1].long())
     assert torch.equal(encoded[..., :12].sum(-1), torch.full((1, 3, 20), 2.0))
     assert torch.equal(encoded[..., 12:], tracks[..., 2:])
+
+
+GATED = ModelConfig(d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, value_head="gated")
+
+
+def test_a_held_value_is_the_current_one_exactly_and_costs_nothing():
+    from xmlai_assets.model.loss import element_losses, next_step_targets
+    from xmlai_assets.timeline.schema import ACTIVE, CONTINUOUS_PARAMS, VALUES
+
+    torch.manual_seed(0)
+    model = MultiTrackTransformer(GATED).eval()
+    with torch.no_grad():
+        model.move_head.bias.fill_(-50.0)  # every gate says hold
+    data = random_windows(3, 9, seed=4, pad=False)
+    tracks = data.sequences.reshape(3, 9, 20, 9)
+    held = tracks.clone()
+    held[:, 1:] = held[:, :1]  # nothing moves after the first step
+    sequences = held.reshape(3, 9, -1)
+    out = model(sequences, data.masks)
+    on = held[..., ACTIVE] > 0.5
+    for i, param in enumerate(CONTINUOUS_PARAMS):
+        assert torch.equal(out[param][on], held[..., VALUES][..., i][on]), param
+    losses = element_losses(out, next_step_targets(sequences, data.masks))
+    for param in CONTINUOUS_PARAMS:
+        loss, weight = losses[param]
+        assert weight.sum() > 0 and (loss * weight).sum().item() == 0.0
+    # a track off screen is not held: its value, should it come on, is the predicted one
+    off = ~on
+    assert not torch.equal(out["x"][off], held[..., VALUES][..., 1][off])
+
+
+def test_the_gate_and_the_change_learn_from_the_training_loss():
+    from xmlai_assets.model.loss import training_loss
+
+    torch.manual_seed(0)
+    model = MultiTrackTransformer(GATED).train()
+    data = random_windows(4, 10, seed=5)
+    loss = training_loss(model(data.sequences, data.masks), data.sequences, data.masks)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for head in (model.move_head, model.value_head, model.active_head):
+        assert head.weight.grad.abs().sum() > 0
+    # the gated model sees the last step's change: 8 more inputs per track
+    assert model.input.in_features == MultiTrackTransformer(TINY).input.in_features + 20 * 8
+
+
+def test_a_version_written_before_the_gate_loads_as_a_delta_model():
+    config = ModelConfig.from_dict({"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64})
+    assert config.value_head == "delta"
+    assert not hasattr(MultiTrackTransformer(config), "move_head")
