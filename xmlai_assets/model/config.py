@@ -21,7 +21,7 @@ from xmlai_assets.timeline.schema import (
     TRACK_PARAMS,
 )
 
-MODEL_VERSION = "4"  # bump when the model, objective or evaluation changes
+MODEL_VERSION = "5"  # bump when the model, objective or evaluation changes
 # The columns of a scorecard, in order: the model, the champion before it (scored on the same
 # windows), and the baselines (see model/evaluate.py).
 SCORECARD = ("model", "champion", "fair_copy", "hazard", "persistence", "majority_mean")

@@ -310,8 +310,10 @@ def evaluate(
 
     Keys: `loss_<head>` (the training loss of each head) and `loss` (their weighted sum);
     `active_acc`; `asset_acc` (on active targets); `<param>_mae` in original units
-    (`value_scale[param]` original units per scaled unit); each also as `change_<key>`, over
-    the elements whose target differs from the step before. And the events: `turn_on_ap`,
+    (`value_scale[param]` original units per scaled unit), from the predictions, also split by
+    what the track did: `<param>_mae_onset` (it came on), `_mae_hold` (it was on and kept the
+    value), `_mae_move` (it was on and moved it); each also as `change_<key>`, over the
+    elements whose target differs from the step before. And the events: `turn_on_ap`,
     `turn_on_auroc`, `turn_off_ap`, `turn_off_auroc`, how well the chance of a track turning on
     (off) at the next step ranks the steps where it does, averaged over the tracks that are
     ever on. NaN where nothing was scored.
@@ -339,9 +341,17 @@ def evaluate(
                 sums.add(f"{head}_acc", hit, scored)
                 sums.add(f"change_{head}_acc", hit, scored & changed[head])
             else:
-                error = (loss.sqrt() * float(value_scale.get(head, 1.0))).detach()
+                i = CONTINUOUS_PARAMS.index(head)
+                predicted = outputs[head][:, :-1].float()
+                scale = float(value_scale.get(head, 1.0))
+                error = ((predicted - targets.values[..., i]).abs() * scale).detach()
                 sums.add(f"{head}_mae", error, scored)
                 sums.add(f"change_{head}_mae", error, scored & changed[head])
+                # by what the track did: came on, held its value, or moved it
+                was_on = prev[..., ACTIVE].round() == 1
+                sums.add(f"{head}_mae_onset", error, scored & ~was_on)
+                sums.add(f"{head}_mae_hold", error, scored & was_on & ~changed[head])
+                sums.add(f"{head}_mae_move", error, scored & was_on & changed[head])
     metrics = {key: sums.mean(key) for key in sorted(sums.n)} | events.metrics()
     for prefix in ("", "change_"):
         parts = [metrics[f"{prefix}loss_{h}"] for h in HEADS]

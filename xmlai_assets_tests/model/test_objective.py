@@ -214,3 +214,19 @@ def test_the_hazard_table_learns_how_long_an_overlay_lasts():
     # everything but on/off is the fair copy's
     for key in ("loss_asset", "loss_x", "asset_acc"):
         assert with_hazard[key] == pytest.approx(copied[key])
+
+
+def test_value_errors_split_by_onset_hold_and_move():
+    # V1 on throughout at x 0; V2 off, then on at x 1.5, held, then moved to 2.0
+    v2 = [None, None, 1.5, 1.5, 2.0]
+    steps = [{0: (1, 0, 0.0, 0.0), **({1: (1, 1, 0.0, x)} if x is not None else {})} for x in v2]
+    batch = Batch(window(steps), torch.ones(1, len(steps), dtype=torch.bool))
+    priors = Priors.from_training([batch])
+    copy = evaluate(persistence(priors), [batch], value_scale={"x": 10.0})
+    # the copy of the previous step: the placeholder 0 at V2's onset, exact on the holds,
+    # 0.5 behind on the move; in original units (10 per scaled unit)
+    assert copy["x_mae_onset"] == pytest.approx(15.0)
+    assert copy["x_mae_hold"] == 0.0
+    assert copy["x_mae_move"] == pytest.approx(5.0)
+    # 7 scored on-targets: V1 at steps 1..4 (holds), V2 at 2 (onset), 3 (hold), 4 (move)
+    assert copy["x_mae"] == pytest.approx((15.0 + 5.0) / 7)
