@@ -46,30 +46,33 @@ def preset(name: str) -> dict:
     return yaml.safe_load((PROJECT_ROOT / "configs" / name).read_text())
 
 
-quick_model_job = dg.define_asset_job(
+def model_job(name: str, preset_file: str, what: str):
+    """One click: the master CSV, preprocessing and a model version with a preset's settings."""
+    return dg.define_asset_job(
+        name,
+        selection=FROM_MASTER,
+        config=preset(preset_file),
+        description=f"One click: the master CSV, preprocessing and {what}",
+    )
+
+
+quick_model_job = model_job(
     "quick_model",
-    selection=FROM_MASTER,
-    config=preset("train_quick.yaml"),
-    description="One click: the master CSV, preprocessing and a SMALL model version "
-    "(configs/train_quick.yaml): about a minute on a laptop CPU, for the bundled sample and "
-    "for trying things out.",
+    "train_quick.yaml",
+    "a SMALL model version (configs/train_quick.yaml): about a minute on a laptop CPU, for the "
+    "bundled sample and for trying things out.",
 )
-
-full_model_job = dg.define_asset_job(
+full_model_job = model_job(
     "full_model",
-    selection=FROM_MASTER,
-    config=preset("train_full.yaml"),
-    description="One click: the master CSV, preprocessing and the FULL model version "
-    "(configs/train_full.yaml, the defaults): minutes on a GPU, most of an hour on a laptop "
-    "CPU.",
+    "train_full.yaml",
+    "the FULL model version (configs/train_full.yaml, the defaults): minutes on a GPU, most of "
+    "an hour on a laptop CPU.",
 )
-
-gpu_model_job = dg.define_asset_job(
+gpu_model_job = model_job(
     "gpu_model",
-    selection=FROM_MASTER,
-    config=preset("train_gpu.yaml"),
-    description="One click: the same full model trained on a GPU with large batches "
-    "(configs/train_gpu.yaml): seconds on an H100, to the loss of the default batch.",
+    "train_gpu.yaml",
+    "the same full model trained on a GPU with large batches (configs/train_gpu.yaml): seconds "
+    "on an H100, to the loss of the default batch.",
 )
 
 

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.loss import Targets, element_losses, next_step_targets
-from xmlai_assets.model.transformer import HEADS, N_ASSETS, N_PARAMS
+from xmlai_assets.model.transformer import HEADS, MOVED, N_ASSETS, N_PARAMS
 from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, VALUES
 
 Predictor = Callable[[Batch], Mapping[str, torch.Tensor]]
@@ -329,7 +329,7 @@ def evaluate(
             "asset": targets.asset != prev[..., ASSET].round().long(),
         }
         for i, param in enumerate(CONTINUOUS_PARAMS):
-            changed[param] = (targets.values[..., i] - prev[..., VALUES][..., i]).abs() > 1e-6
+            changed[param] = (targets.values[..., i] - prev[..., VALUES][..., i]).abs() > MOVED
         for head, (loss, weight) in _scored_once(batch, outputs, targets, class_weights):
             scored = weight > 0
             if head == "active":

@@ -149,11 +149,11 @@ def training_loss(
     targets = next_step_targets(sequences, masks)
     losses = head_losses(outputs, targets, class_weights)
     b, t, _ = sequences.shape
-    current = sequences[:, :-1].reshape(b, t - 1, -1, N_PARAMS)[..., VALUES]
-    change = targets.values - current
+    before = sequences[:, :-1].reshape(b, t - 1, -1, N_PARAMS)  # the input step's tracks
+    change = targets.values - before[..., VALUES]
     moved = (change.abs() > MOVED).float()
     on = targets.on[..., None].expand_as(moved).float()
-    was_on = sequences[:, :-1].reshape(b, t - 1, -1, N_PARAMS)[..., ACTIVE, None] > 0.5
+    was_on = before[..., ACTIVE, None] > 0.5
     gated = on * was_on.float()  # the gate decides for tracks on at both steps
     gate = F.binary_cross_entropy_with_logits(
         outputs["move"][:, :-1].float(), moved, reduction="none"

@@ -130,7 +130,8 @@ class MultiTrackTransformer(nn.Module):
             x = layer(x, src_mask=attn_mask, src_key_padding_mask=padding, is_causal=True)
         x = self.norm(x)
         n = self.config.n_tracks
-        current = sequences.reshape(b, t, n, N_PARAMS)[..., VALUES]
+        tracks = sequences.reshape(b, t, n, N_PARAMS)
+        current = tracks[..., VALUES]
         delta = self.value_head(x).reshape(b, t, n, self.n_continuous)
         out = {
             "active": self.active_head(x).reshape(b, t, n, N_ACTIVE),
@@ -142,7 +143,7 @@ class MultiTrackTransformer(nn.Module):
             # should it come on, is the predicted change from the placeholder)
             out["move"] = self.move_head(x).reshape(b, t, n, self.n_continuous)
             out["delta"] = delta
-            on = sequences.reshape(b, t, n, N_PARAMS)[..., ACTIVE, None] > 0.5
+            on = tracks[..., ACTIVE, None] > 0.5
             delta = torch.where((out["move"] > 0) | ~on, delta, torch.zeros_like(delta))
         values = current + delta
         out.update({param: values[..., i] for i, param in enumerate(CONTINUOUS_PARAMS)})
