@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from xmlai_assets.defs.preprocess.assets import GROUP as PREPROCESS
 from xmlai_assets.paths import DataLayout, list_timeline_files
 
-PREPROCESS = ("train_data", "val_data", "scalers", "train_sequences", "val_sequences")
 
 
 def rss_bytes() -> int:
@@ -38,21 +38,25 @@ def plain_run(layout: DataLayout):
     """The steps and checks the assets run, called directly."""
     from xmlai_assets.features.checks import master_problems, sequence_problems, split_problems
     from xmlai_assets.features.preprocess import preprocess
-    from xmlai_assets.features.split import read_video_ids
+    from xmlai_assets.features.split import (
+        DEFAULT_TEST_FRACTION,
+        DEFAULT_VAL_FRACTION,
+        SPLITS,
+        read_video_ids,
+    )
     from xmlai_assets.features.windows import read_npz
 
     def run() -> None:
         assert master_problems(layout.master_csv) == []
         preprocess(layout)
-        for split in ("train", "val"):
-            seq = read_npz(getattr(layout, f"{split}_sequences"))
-            rows = read_video_ids(getattr(layout, f"{split}_csv"))
+        for split in SPLITS:
+            seq = read_npz(layout.sequences_file(split))
+            rows = read_video_ids(layout.split_csv(split))
             assert sequence_problems(seq, rows, 100, 80) == []
             del seq
-        ids = {
-            s: read_npz(getattr(layout, f"{s}_sequences"), ("video_ids",)) for s in ("train", "val")
-        }
-        assert split_problems(ids["train"], ids["val"], 0.2, 0) == []
+        ids = {s: read_npz(layout.sequences_file(s), ("video_ids",)) for s in SPLITS}
+        fractions = (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION)
+        assert split_problems(ids, *fractions, 0) == []
 
     return run
 
@@ -65,7 +69,7 @@ def dagster_run(layout: DataLayout):
     from xmlai_assets.defs.resources import DataPaths
 
     base = build_definitions(DataPaths(data_dir=str(layout.data_dir)))
-    selection = dg.AssetSelection.assets(*PREPROCESS) | dg.AssetSelection.checks(
+    selection = dg.AssetSelection.groups(PREPROCESS) | dg.AssetSelection.checks(
         dg.AssetCheckKey(dg.AssetKey("master_training_data"), "master_data_valid")
     )
     defs = dg.Definitions.merge(
@@ -110,7 +114,7 @@ def ui_run(layout: DataLayout):
         record_master(instance, layout)
     env = {**os.environ, "DAGSTER_HOME": str(home), "XMLAI_DATA_DIR": str(layout.data_dir)}
     command = [sys.executable, "-m", "dagster", "asset", "materialize"]
-    command += ["-m", "xmlai_assets.definitions", "--select", ",".join(PREPROCESS)]
+    command += ["-m", "xmlai_assets.definitions", "--select", f"group:{PREPROCESS}"]
 
     def run() -> None:
         subprocess.run(command, env=env, check=True, capture_output=True)
@@ -135,7 +139,9 @@ def worker(variant: str, data_dir: Path, repeat: int) -> None:
         times.append(time.perf_counter() - t)
     from xmlai_assets.features.windows import read_npz
 
-    arrays = sum(read_npz(p).nbytes for p in (layout.train_sequences, layout.val_sequences))
+    from xmlai_assets.features.split import SPLITS
+
+    arrays = sum(read_npz(layout.sequences_file(s)).nbytes for s in SPLITS)
     json.dump(
         {"times": times, "peak_delta": peak_rss_bytes() - baseline, "arrays": arrays}, sys.stdout
     )
@@ -145,10 +151,11 @@ def measure(variant: str, data_dir: Path, repeat: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", variant, "--data-dir", str(data_dir)]
         + ["--repeat", str(repeat)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        sys.exit(f"the {variant} variant failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -182,7 +189,7 @@ def main() -> None:
         results = {v: measure(v, layout.data_dir, args.repeat) for v in ("plain", "dagster", "ui")}
 
     arrays = results["plain"]["arrays"]
-    print(f"sequence arrays written: {arrays / 1e6:.1f} MB (train + val)")
+    print(f"sequence arrays written: {arrays / 1e6:.1f} MB (train, val and test)")
     print(f"{'':26}{'best':>9}{'median':>9}{'peak memory':>14}{'/ arrays':>10}")
     for variant, label in (("plain", "plain functions"), ("dagster", "Dagster assets + checks")):
         r = results[variant]
