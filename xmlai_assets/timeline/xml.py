@@ -32,6 +32,8 @@ def _parser() -> etree.XMLParser:
         huge_tree=False,
         remove_comments=True,
         remove_pis=True,
+        # Whitespace between elements carries nothing in xmeml; dropping it halves the nodes.
+        remove_blank_text=True,
     )
 
 
