@@ -24,7 +24,6 @@ from xmlai_assets.defs.preprocess.assets import GROUP as PREPROCESS
 from xmlai_assets.paths import DataLayout, list_timeline_files
 
 
-
 def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * resource.getpagesize()
@@ -127,7 +126,6 @@ def worker(variant: str, data_dir: Path, repeat: int) -> None:
     run = {"plain": plain_run, "dagster": dagster_run, "ui": ui_run}[variant](layout)
     # imported before the baseline is taken: the peak counts the work, not the libraries
     import numpy as np  # noqa: F401
-    import sklearn.preprocessing  # noqa: F401
 
     gc.collect()
     baseline = rss_bytes()
@@ -137,9 +135,8 @@ def worker(variant: str, data_dir: Path, repeat: int) -> None:
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
-    from xmlai_assets.features.windows import read_npz
-
     from xmlai_assets.features.split import SPLITS
+    from xmlai_assets.features.windows import read_npz
 
     arrays = sum(read_npz(layout.sequences_file(s)).nbytes for s in SPLITS)
     json.dump(

@@ -1,5 +1,6 @@
 """The layers: the pure packages and the Pipes programs load without Dagster (a GPU host has
-only dagster-pipes, torch and this package), and the code location loads without torch."""
+only dagster-pipes, torch and this package), and the code location loads without torch. A run
+launched from the UI starts a new process, so what it imports is paid on every run."""
 
 import subprocess
 import sys
@@ -16,8 +17,9 @@ PURE = (
 )
 
 
-def loaded_after(*modules: str) -> set[str]:
+def loaded_after(*modules: str, then: str = "") -> set[str]:
     code = "import sys, importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+    code += then
     code += "print(' '.join(sorted({k.split('.')[0] for k in sys.modules})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
@@ -30,3 +32,19 @@ def test_pure_packages_and_pipes_programs_load_without_dagster():
 def test_the_code_location_loads_without_torch():
     loaded = loaded_after("xmlai_assets.definitions")
     assert "dagster" in loaded and "torch" not in loaded
+
+
+def test_preprocessing_imports_neither_torch_nor_scikit_learn(tmp_path):
+    from xmlai_assets.paths import DataLayout
+    from xmlai_assets_tests.features.frames_factory import make_master, write_master
+
+    layout = DataLayout.at(tmp_path)
+    write_master(make_master(3, [40, 30, 20, 25, 35]), layout.master_csv)
+    run = (
+        "from xmlai_assets.features.preprocess import preprocess\n"
+        "from xmlai_assets.paths import DataLayout\n"
+        f"preprocess(DataLayout.at({str(tmp_path)!r}), window=10, stride=8)\n"
+    )
+    loaded = loaded_after("xmlai_assets.definitions", then=run)
+    assert layout.sequences_file("test").exists()
+    assert "torch" not in loaded and "sklearn" not in loaded

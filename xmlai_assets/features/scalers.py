@@ -1,7 +1,10 @@
-"""One scikit-learn scaler per continuous parameter, pooled over the 20 tracks.
+"""One scaler per continuous parameter, pooled over the 20 tracks.
 
 Scalers are fitted on the active entries of the training split only: an inactive track holds
-placeholder values (scale 100, position 0, no crop) that say nothing about the layout.
+placeholder values (scale 100, position 0, no crop) that say nothing about the layout. Each is
+z = (x - center) / scale, fitted with numpy by the formulas of scikit-learn's StandardScaler,
+MinMaxScaler and RobustScaler (the tests hold them equal): importing scikit-learn costs a
+fresh process more time than the whole fit.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -28,20 +31,63 @@ from xmlai_assets.timeline.schema import (
     TRACK_PARAMS,
 )
 
-if TYPE_CHECKING:
-    from sklearn.base import TransformerMixin
-
 ScalerKind = Literal["standard", "minmax", "robust"]
-# scikit-learn is imported where a scaler is fitted or described, not with this module: the
-# code location loads it otherwise for every run.
 SCALER_KINDS = ("standard", "minmax", "robust")
-Scalers = Mapping[str, "TransformerMixin"]
+_EPS = np.finfo(np.float64).eps
 
 
-def _scaler_types() -> dict[str, type[TransformerMixin]]:
-    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+class AffineScaler:
+    """z = (x - center) / scale, with the `transform` and `inverse_transform` of a
+    scikit-learn scaler."""
 
-    return {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+    def __init__(self, center: float, scale: float) -> None:
+        if not (math.isfinite(center) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"not a usable scaler: center {center}, scale {scale}")
+        self.center = center
+        self.scale = scale
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        z = np.subtract(x, self.center)  # one new array, then in place: no second temporary
+        z /= self.scale
+        return z
+
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        x = np.multiply(z, self.scale)
+        x += self.center
+        return x
+
+    def __repr__(self) -> str:
+        return f"AffineScaler(center={self.center!r}, scale={self.scale!r})"
+
+
+Scalers = Mapping[str, AffineScaler]
+
+
+def _fit(x: np.ndarray, kind: ScalerKind) -> AffineScaler:
+    """The center and scale scikit-learn's scaler of `kind` fits on the 1-D `x`."""
+    column = x.reshape(-1, 1)
+    n = x.size
+    if kind == "standard":
+        # the corrected two-pass variance of `_incremental_mean_and_var`
+        mean = column.sum(axis=0)[0] / n
+        deviation = column - mean
+        correction = deviation.sum(axis=0)[0]
+        var = ((deviation**2).sum(axis=0)[0] - correction**2 / n) / n
+        constant = var <= n * _EPS * var + (n * mean * _EPS) ** 2
+        return AffineScaler(float(mean), 1.0 if constant else float(np.sqrt(var)))
+    if kind == "minmax":
+        low, high = np.nanmin(column, axis=0)[0], np.nanmax(column, axis=0)[0]
+        span = high - low
+        if span < 10 * _EPS:
+            span = 1.0
+        # MinMaxScaler keeps 1 / span; read back, that is its scale
+        return AffineScaler(float(low), float(1.0 / (1.0 / span)))
+    if kind == "robust":
+        center = np.nanmedian(column, axis=0)[0]
+        q1, q3 = np.nanpercentile(x, (25.0, 75.0))
+        iqr = q3 - q1
+        return AffineScaler(float(center), float(iqr if iqr >= 10 * _EPS else 1.0))
+    raise ValueError(f"unknown scaler kind {kind!r}; choose one of {sorted(SCALER_KINDS)}")
 
 
 def active_entries(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,22 +116,22 @@ def read_active_entries(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndar
     return {p: np.concatenate(v) if v else np.zeros(0) for p, v in parts.items()}, rows, len(videos)
 
 
-def fit_scalers(entries: Mapping[str, np.ndarray], kind: ScalerKind = "standard") -> Scalers:
+def fit_scalers(
+    entries: Mapping[str, np.ndarray], kind: ScalerKind = "standard"
+) -> dict[str, AffineScaler]:
     """Fit one scaler of `kind` per continuous parameter on its pooled active entries."""
     if kind not in SCALER_KINDS:
         raise ValueError(f"unknown scaler kind {kind!r}; choose one of {sorted(SCALER_KINDS)}")
-    scalers: Scalers = {}
+    scalers = {}
     for param in CONTINUOUS_PARAMS:
-        x = entries[param]
+        x = np.asarray(entries[param], dtype=np.float64)
         if x.size == 0:
             raise ValueError("the training split has no active track entries to fit scalers on")
-        scalers[param] = _scaler_types()[kind]().fit(x.reshape(-1, 1))
+        scalers[param] = _fit(x, kind)
     return scalers
 
 
-def normalize(
-    values: np.ndarray, scalers: Mapping[str, TransformerMixin], *, copy: bool = True
-) -> np.ndarray:
+def normalize(values: np.ndarray, scalers: Scalers, *, copy: bool = True) -> np.ndarray:
     """`values` as float32 with continuous parameters scaled; inactive entries become 0.
 
     `active` and `asset` stay the integers they are. With `copy=False` a float32 input is
@@ -102,7 +148,7 @@ def normalize(
     return out
 
 
-def denormalize(encoded: np.ndarray, scalers: Mapping[str, TransformerMixin]) -> np.ndarray:
+def denormalize(encoded: np.ndarray, scalers: Scalers) -> np.ndarray:
     """Undo `normalize`: original units as float64, inactive entries back to their placeholders."""
     out = encoded.astype(np.float64)
     active = out[:, :, ACTIVE] == 1
@@ -115,30 +161,14 @@ def denormalize(encoded: np.ndarray, scalers: Mapping[str, TransformerMixin]) ->
     return out
 
 
-def _center_and_scale(scaler: TransformerMixin) -> tuple[float, float]:
-    """The scaler as z = (x - center) / scale."""
-    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
-
-    if isinstance(scaler, StandardScaler):
-        return float(scaler.mean_[0]), float(scaler.scale_[0])
-    if isinstance(scaler, RobustScaler):
-        return float(scaler.center_[0]), float(scaler.scale_[0])
-    if isinstance(scaler, MinMaxScaler):
-        return float(scaler.data_min_[0]), float(1.0 / scaler.scale_[0])
-    raise TypeError(f"unsupported scaler {type(scaler).__name__}")
-
-
-def describe_scalers(
-    scalers: Mapping[str, TransformerMixin], entries: Mapping[str, np.ndarray]
-) -> dict:
+def describe_scalers(scalers: Scalers, entries: Mapping[str, np.ndarray]) -> dict:
     """Per parameter: z = (x - center) / scale, and the fitted data's count, mean, std, range."""
     stats = {}
     for param, scaler in scalers.items():
         x = entries[param]
-        center, scale = _center_and_scale(scaler)
         stats[param] = {
-            "center": center,
-            "scale": scale,
+            "center": scaler.center,
+            "scale": scaler.scale,
             "count": int(x.size),
             "mean": float(x.mean()),
             "std": float(x.std()),
@@ -149,7 +179,7 @@ def describe_scalers(
 
 
 def save_scalers(
-    scalers: Mapping[str, TransformerMixin],
+    scalers: Scalers,
     pkl_path: str | os.PathLike[str],
     json_path: str | os.PathLike[str],
     description: Mapping,
@@ -158,7 +188,6 @@ def save_scalers(
     pickled = pickle.dumps(dict(scalers), protocol=5)
     doc = {
         "format": "z = (x - center) / scale, per parameter, pooled over tracks V1..V20",
-        "sklearn_version": _sklearn_version(),
         "pickle": Path(pkl_path).name,
         "pickle_sha256": hashlib.sha256(pickled).hexdigest(),
         **description,
@@ -169,36 +198,9 @@ def save_scalers(
     return pickled, text
 
 
-class AffineScaler:
-    """z = (x - center) / scale: a fitted scaler as the JSON states it, with the `transform`
-    and `inverse_transform` of a scikit-learn one. Nothing is unpickled to build it."""
-
-    def __init__(self, center: float, scale: float) -> None:
-        if not (math.isfinite(center) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"not a usable scaler: center {center}, scale {scale}")
-        self.center = center
-        self.scale = scale
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        z = np.subtract(x, self.center)  # one new array, then in place: no second temporary
-        z /= self.scale
-        return z
-
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        x = np.multiply(z, self.scale)
-        x += self.center
-        return x
-
-
-def _sklearn_version() -> str:
-    import sklearn
-
-    return sklearn.__version__
-
-
 def load_scalers(json_path: str | os.PathLike[str]) -> dict[str, AffineScaler]:
     """The scalers of `scalers.json`, rebuilt from its numbers. `scalers.pkl` is written for
-    users of the original format and never loaded: unpickling a file can run code."""
+    tools that want the objects and never loaded: unpickling a file can run code."""
     try:
         params = json.loads(Path(json_path).read_text())["params"]
         scalers = {

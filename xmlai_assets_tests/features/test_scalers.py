@@ -109,11 +109,47 @@ def test_placeholders_of_inactive_tracks_do_not_move_the_statistics():
 
 def test_one_scaler_per_parameter_pooled_over_tracks():
     values = values_of(make_master(1, [30]))
-    scalers = fit_scalers(active_entries(values), "standard")
+    entries = active_entries(values)
+    scalers = fit_scalers(entries, "standard")
     assert sorted(scalers) == sorted(CONTINUOUS_PARAMS)
-    x = active_entries(values)["x"]
-    assert scalers["x"].n_samples_seen_ == x.size == int((values[:, :, 0] == 1).sum())
-    assert scalers["x"].mean_[0] == pytest.approx(x.mean())
+    x = entries["x"]
+    assert x.size == int((values[:, :, 0] == 1).sum())
+    assert scalers["x"].center == pytest.approx(x.mean())
+    assert scalers["x"].scale == pytest.approx(x.std())
+
+
+SKLEARN_SCALERS = {
+    "standard": ("StandardScaler", "mean_", "scale_"),
+    "minmax": ("MinMaxScaler", "data_min_", None),
+    "robust": ("RobustScaler", "center_", "scale_"),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.lists(
+        st.one_of(
+            st.floats(-1e4, 1e4, allow_nan=False),
+            st.sampled_from([0.0, 0.5, 100.0]),  # ties and constant columns
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    kind=kinds,
+)
+def test_scalers_fit_what_scikit_learn_fits(x, kind):
+    import sklearn.preprocessing
+
+    x = np.array(x)
+    name, center_attr, scale_attr = SKLEARN_SCALERS[kind]
+    theirs = getattr(sklearn.preprocessing, name)().fit(x.reshape(-1, 1))
+    ours = fit_scalers(dict.fromkeys(CONTINUOUS_PARAMS, x), kind)["scale"]
+    assert ours.center == getattr(theirs, center_attr)[0]
+    scale = getattr(theirs, scale_attr)[0] if scale_attr else 1.0 / theirs.scale_[0]
+    assert ours.scale == scale
+    np.testing.assert_allclose(
+        ours.transform(x), theirs.transform(x.reshape(-1, 1)).ravel(), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_json_describes_the_transform_and_scalers_load_from_it_alone(tmp_path):

@@ -111,10 +111,11 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
     group_name=GROUP,
     owners=OWNERS,
     code_version=CODE_VERSION,
-    description="One scikit-learn scaler per continuous parameter (scale, x, y, crop_l..crop_b), "
-    "pooled over the 20 tracks and fitted on the active entries of the training split only "
-    "(scalers.pkl); scalers.json holds the same parameters for other tools.",
-    kinds={"sklearn"},
+    description="One scaler per continuous parameter (scale, x, y, crop_l..crop_b), z = (x - "
+    "center) / scale as scikit-learn's Standard, MinMax or Robust scaler fits it, pooled over the "
+    "20 tracks and fitted on the active entries of the training split only (scalers.json; "
+    "scalers.pkl holds the same scalers as objects for other tools).",
+    kinds={"numpy"},
 )
 def scalers(
     context: dg.AssetExecutionContext, config: ScalerConfig, paths: DataPaths
