@@ -13,6 +13,7 @@ import argparse
 import gc
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 from xmlai_assets.defs.preprocess.assets import GROUP as PREPROCESS
-from xmlai_assets.paths import DataLayout, list_timeline_files
+from xmlai_assets.paths import DEFAULT_DAGSTER_HOME, DataLayout, list_timeline_files
 
 
 def rss_bytes() -> int:
@@ -108,7 +109,8 @@ def ui_run(layout: DataLayout):
     from dagster._core.instance.ref import InstanceRef
 
     home = Path(tempfile.mkdtemp(dir=layout.data_dir))
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # the project's instance settings (pools, run monitoring), as `make ui` uses them
+    shutil.copy(DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         record_master(instance, layout)
     env = {**os.environ, "DAGSTER_HOME": str(home), "XMLAI_DATA_DIR": str(layout.data_dir)}
