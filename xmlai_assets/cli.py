@@ -211,13 +211,13 @@ def print_model_report(layout: DataLayout) -> None:
     from xmlai_assets.model.config import SCORECARD
     from xmlai_assets.model.store import champion, versions
 
-    names = versions(layout.models_dir)
+    store = layout.models
+    names = versions(store)
     if not names:
         return
-    folder = layout.models_dir / names[-1]
-    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata = json.loads(store.read_bytes(f"{names[-1]}/metadata.json"))
     metrics = metadata["metrics"]
-    print(f"model: {folder} (champion: {champion(layout.models_dir) or 'none'})")
+    print(f"model: {store.location(names[-1])} (champion: {champion(store) or 'none'})")
     columns = [name for name in SCORECARD if name != "champion"]
     scored_on = metadata.get("scored_on", "validation")
     print(f"  {scored_on:24}" + "".join(f"{name[:9]:>10}" for name in columns))
@@ -225,7 +225,7 @@ def print_model_report(layout: DataLayout) -> None:
     for key in (*keys, "turn_on_ap", "turn_off_ap"):
         row = [metrics[name].get(key) if name in metrics else None for name in columns]
         print(f"  {key:24}" + "".join(f"{'-':>10}" if v is None else f"{v:10.4f}" for v in row))
-    print(f"  all metrics: {folder / 'metadata.json'}")
+    print(f"  all metrics: {store.location(names[-1] + '/metadata.json')}")
 
 
 def main(argv: list[str] | None = None) -> int:

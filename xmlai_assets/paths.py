@@ -9,6 +9,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from xmlai_assets.artifacts import ArtifactStore
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
@@ -21,19 +23,25 @@ class DataLayout:
 
     data_dir: Path
     timelines_dir: Path
+    # where model versions live: a folder or an fsspec URL (`s3://bucket/models`); None is
+    # `models/` in the data folder
+    models_url: str | None = None
 
     @classmethod
     def from_env(cls) -> DataLayout:
         data_dir = Path(os.environ.get("XMLAI_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
         timelines = os.environ.get("XMLAI_TIMELINES_DIR") or data_dir / "timelines"
-        return cls(data_dir, Path(timelines).resolve())
+        return cls(data_dir, Path(timelines).resolve(), os.environ.get("XMLAI_MODELS_URL") or None)
 
     @classmethod
     def at(
-        cls, data_dir: str | os.PathLike[str], timelines_dir: str | os.PathLike[str] | None = None
+        cls,
+        data_dir: str | os.PathLike[str],
+        timelines_dir: str | os.PathLike[str] | None = None,
+        models_url: str | None = None,
     ) -> DataLayout:
         data_dir = Path(data_dir).resolve()
-        return cls(data_dir, Path(timelines_dir or data_dir / "timelines").resolve())
+        return cls(data_dir, Path(timelines_dir or data_dir / "timelines").resolve(), models_url)
 
     def timeline_file(self, key: str) -> Path:
         """The timeline export a partition key names, or `UnsafeTimelineKey`.
@@ -108,8 +116,9 @@ class DataLayout:
         return self.sequences_file("test")
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def models(self) -> ArtifactStore:
+        """The model versions' store."""
+        return ArtifactStore(self.models_url or self.data_dir / "models")
 
     @property
     def train_checkpoint(self) -> Path:

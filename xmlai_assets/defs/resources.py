@@ -25,15 +25,24 @@ class DataPaths(dg.ConfigurableResource):
 
     data_dir: str
     timelines_dir: str | None = None
+    models_url: str | None = pydantic.Field(
+        default=None,
+        description="Where model versions are written and read: a folder or an fsspec URL "
+        "(s3://bucket/models) shared by every trainer; unset, models/ in the data folder.",
+    )
 
     @classmethod
     def from_env(cls) -> "DataPaths":
         layout = DataLayout.from_env()
-        return cls(data_dir=str(layout.data_dir), timelines_dir=str(layout.timelines_dir))
+        return cls(
+            data_dir=str(layout.data_dir),
+            timelines_dir=str(layout.timelines_dir),
+            models_url=layout.models_url,
+        )
 
     @property
     def layout(self) -> DataLayout:
-        return DataLayout.at(self.data_dir, self.timelines_dir)
+        return DataLayout.at(self.data_dir, self.timelines_dir, self.models_url)
 
 
 TRAIN_COMMAND_ENV = "XMLAI_TRAIN_COMMAND"

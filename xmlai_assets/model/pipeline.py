@@ -3,8 +3,9 @@
 Trains (resuming from the folder's checkpoint when it is of the same settings and inputs),
 evaluates the best epoch against the baselines and the champion on the validation split (which
 decides promotion) and on the test split (the scorecard, which decides nothing), writes a new
-version folder, and moves the champion pointer only when the model beats every baseline and the
-champion.
+version, and moves the champion pointer only when the model beats every baseline and the
+champion, and the champion has not moved meanwhile. The version's `metadata.json` records the
+decision; the pointer's history (`model.store.champion_history`) records what happened.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import sklearn
@@ -35,7 +35,10 @@ from xmlai_assets.model.evaluate import (
 )
 from xmlai_assets.model.store import (
     ModelStoreError,
+    SavedVersion,
+    StaleChampion,
     champion,
+    champion_generation,
     load_model,
     predictor_in_units_of,
     save_version,
@@ -65,11 +68,9 @@ class ModelSummary:
     validation_metrics: dict[str, dict[str, float]]  # what promotion decided on
     scored_on: str
     promotion: Promotion
-    version: Path
+    version: SavedVersion
     parameters: int
     data_versions: dict[str, str]
-    weights_sha256: str
-    weights_bytes: int
     loss_curve_png: bytes
 
     def report(self) -> dict:
@@ -77,7 +78,8 @@ class ModelSummary:
         run trained in the step's process or in another one (`remote/train.py`)."""
         result = self.result
         return {
-            "version": str(self.version),
+            "version": self.version.name,
+            "location": self.version.location,
             "history": [asdict(r) for r in result.history],
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss,
@@ -91,8 +93,8 @@ class ModelSummary:
             "promotion": asdict(self.promotion),
             "parameters": self.parameters,
             "data_versions": self.data_versions,
-            "weights_sha256": self.weights_sha256,
-            "weights_bytes": self.weights_bytes,
+            "weights_sha256": self.version.weights_sha256,
+            "weights_bytes": self.version.weights_bytes,
             "loss_curve_png": base64.b64encode(self.loss_curve_png).decode(),
         }
 
@@ -139,10 +141,10 @@ def _champion_on(
     """(the current champion, its metrics on these validation windows in this run's units and
     loss, a note when it could not be scored)."""
     try:
-        current = champion(layout.models_dir)
+        current = champion(layout.models)
         if current is None:
             return None, None, "there is no champion yet"
-        loaded = load_model(current, layout.models_dir)
+        loaded = load_model(current, layout.models)
     except ModelStoreError as exc:
         return None, None, f"the champion cannot be loaded ({exc})"
     center = np.array([scalers[p]["center"] for p in CONTINUOUS_PARAMS])
@@ -240,7 +242,10 @@ def fit_model(
             metrics["champion"] = champion_metrics
         return metrics, current, note
 
-    # the champion is chosen on validation; the scorecard is the test's, which chose nothing
+    # the champion is chosen on validation; the scorecard is the test's, which chose nothing.
+    # The pointer's generation is read first: if the champion moves while this version is
+    # compared with it, the swap below is refused rather than made on a stale comparison.
+    generation = champion_generation(layout.models)
     validation_metrics, current, note = scorecard(val_data)
     promotion = decide_promotion(validation_metrics, current, note)
     test_data = MultiTrackDataset.from_npz(layout.test_sequences)
@@ -280,7 +285,7 @@ def fit_model(
         {k: v.tolist() for k, v in result.class_weights.items()} if result.class_weights else None
     )
     version = save_version(
-        layout.models_dir,
+        layout.models,
         result.model,
         config={"train": config.as_dict(), "class_weights": class_weights},
         metadata=metadata,
@@ -288,13 +293,16 @@ def fit_model(
         extra_files={"loss_curve.png": png},
     )
     if promotion.promoted:
-        set_champion(layout.models_dir, version.name)
-        log(f"{version.name} is the champion now: {promotion.reason}")
+        try:
+            set_champion(layout.models, version.name, generation=generation)
+            log(f"{version.name} is the champion now: {promotion.reason}")
+        except StaleChampion as exc:
+            promotion = Promotion(False, f"not promoted: {exc}", current, promotion.previous_loss)
+            log(f"{version.name} {promotion.reason}")
     else:
         log(f"{version.name} is not promoted: {promotion.reason}")
     # the run is complete and its version written: a rerun starts afresh
     layout.train_checkpoint.unlink(missing_ok=True)
-    weights = version / "model.safetensors"
     return ModelSummary(
         result=result,
         metrics=metrics,
@@ -304,7 +312,5 @@ def fit_model(
         version=version,
         parameters=count_parameters(result.model),
         data_versions=data_versions,
-        weights_sha256=file_sha256(weights),
-        weights_bytes=weights.stat().st_size,
         loss_curve_png=png,
     )

@@ -1,20 +1,28 @@
-"""Model versions on disk: immutable `v{NNNN}/` folders and a `champion` pointer.
+"""Model versions in an artifact store (a local folder or an fsspec URL): immutable
+`v{NNNN}/` folders and a champion pointer that moves by compare-and-swap.
 
 A version folder holds `model.safetensors` (weights; loading runs no code), `config.json`
 (model and training settings, class weights), `scalers.json` (to turn predictions back into
-the CSV's units without unpickling anything), `metadata.json` (metrics, data versions, seed,
-package versions, creation time) and `loss_curve.png`. It is written beside the models folder
-under a temporary name and renamed into place whole, so a version is complete or absent.
+the CSV's units without unpickling anything), `loss_curve.png` and `metadata.json` (metrics,
+data versions, seed, package versions, creation time).
+
+- A writer claims its number with a create-only `claim.json`: two trainers, on one host or two,
+  never get the same version.
+- `metadata.json` is written last and commits the version: readers list and load only committed
+  versions, so a half-written one is seen by nothing.
+- The champion is the latest of `champions/{NNNNNNNN}.json`, each created create-only from the
+  generation its writer read: a swap decided against a champion that has moved since is refused
+  (`StaleChampion`), and the files are the history of every promotion.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
-import shutil
-import tempfile
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
-from xmlai_assets.atomic import atomic_write_bytes, process_alive
+from xmlai_assets.artifacts import ArtifactExists, ArtifactStore
+from xmlai_assets.atomic import process_alive
 from xmlai_assets.model.config import SCORECARD
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.transformer import ModelConfig, MultiTrackTransformer
@@ -38,12 +48,28 @@ from xmlai_assets.timeline.schema import (
     VALUES,
 )
 
-CHAMPION = "champion"
+CHAMPION = "champion"  # the ref that names the champion; also the pointer file of old stores
+CHAMPIONS = "champions"  # the pointer's generations
+CLAIM = "claim.json"
+COMMIT = "metadata.json"
+WEIGHTS = "model.safetensors"
 _VERSION = re.compile(r"^v(\d{4,})$")
+_GENERATION = re.compile(r"^(\d{8})\.json$")
+
+Models = str | os.PathLike[str] | ArtifactStore
 
 
 class ModelStoreError(ValueError):
     """A model version that cannot be found or read; the message says which and why."""
+
+
+class StaleChampion(ModelStoreError):
+    """The champion moved after the caller read it: the swap it asked for is refused."""
+
+
+def model_store(models: Models) -> ArtifactStore:
+    """The store of model versions: a folder, a URL, or a store already."""
+    return models if isinstance(models, ArtifactStore) else ArtifactStore(models)
 
 
 def _strict(value):
@@ -62,65 +88,80 @@ def _json_bytes(data: dict) -> bytes:
     return (text + "\n").encode()
 
 
-def versions(models_dir: str | os.PathLike[str]) -> list[str]:
-    """Version names in the folder, oldest first."""
-    folder = Path(models_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(m[1]), p.name) for p in folder.iterdir() if (m := _VERSION.match(p.name))]
+def _numbered(store: ArtifactStore) -> list[str]:
+    """Every claimed version name, committed or not, oldest first."""
+    found = [(int(m[1]), name) for name in store.list() if (m := _VERSION.match(name))]
     return [name for _, name in sorted(found)]
 
 
+def versions(models: Models) -> list[str]:
+    """Committed version names, oldest first."""
+    store = model_store(models)
+    return [name for name in _numbered(store) if store.exists(f"{name}/{COMMIT}")]
+
+
+@dataclass(frozen=True)
+class SavedVersion:
+    name: str  # v0001
+    location: str  # its folder: a path, or a URL
+    weights_sha256: str
+    weights_bytes: int
+
+
 def save_version(
-    models_dir: str | os.PathLike[str],
+    models: Models,
     model: MultiTrackTransformer,
     *,
     config: dict,
     metadata: dict,
     scalers_json: str | os.PathLike[str],
     extra_files: dict[str, bytes] | None = None,
-) -> Path:
-    """Write a new immutable version folder and return it (the next free number)."""
-    folder = Path(models_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=folder))
-    try:
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
-        (staging / "config.json").write_bytes(
-            _json_bytes({"model": model.config.as_dict(), **config})
-        )
-        (staging / "metadata.json").write_bytes(_json_bytes(metadata))
-        shutil.copyfile(scalers_json, staging / "scalers.json")
-        for name, data in (extra_files or {}).items():
-            (staging / name).write_bytes(data)
-        for path in staging.iterdir():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        staging.chmod(0o755)
-        while True:
-            existing = versions(folder)
-            number = int(existing[-1][1:]) + 1 if existing else 1
-            target = folder / f"v{number:04d}"
-            try:
-                os.rename(staging, target)  # fails if another run took the number first
-                return target
-            except OSError:
-                if not target.exists():
-                    raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+) -> SavedVersion:
+    """Claim the next free version number, write the version's files, then commit it."""
+    store = model_store(models)
+    remove_abandoned_versions(store)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    files = {
+        WEIGHTS: save_safetensors(weights, metadata={"format": "pt"}),
+        "config.json": _json_bytes({"model": model.config.as_dict(), **config}),
+        "scalers.json": Path(scalers_json).read_bytes(),
+        **(extra_files or {}),
+    }
+    name = _claim(store)
+    for file, data in files.items():
+        store.write_bytes(f"{name}/{file}", data)
+    store.write_bytes(f"{name}/{COMMIT}", _json_bytes(metadata))
+    return SavedVersion(
+        name=name,
+        location=store.location(name),
+        weights_sha256=hashlib.sha256(files[WEIGHTS]).hexdigest(),
+        weights_bytes=len(files[WEIGHTS]),
+    )
 
 
-def version_history(models_dir: str | os.PathLike[str]) -> list[dict]:
-    """One row per version, oldest first: its loss beside the baselines' and the previous
-    champion's, all on that version's validation windows, and whether it was promoted."""
-    rows = []
-    for name in versions(models_dir):
+def _claim(store: ArtifactStore) -> str:
+    """The next version number, taken by a create-only claim that names this writer."""
+    claim = _json_bytes({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()})
+    while True:
+        existing = _numbered(store)
+        name = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
         try:
-            metadata = json.loads((Path(models_dir) / name / "metadata.json").read_text())
+            store.create(f"{name}/{CLAIM}", claim)
+            return name
+        except ArtifactExists:
+            continue  # another writer took it first: the next one
+
+
+def version_history(models: Models) -> list[dict]:
+    """One row per version, oldest first: its loss beside the baselines' and the previous
+    champion's, all on that version's validation windows, and whether it ever became the
+    champion (from the pointer's history)."""
+    store = model_store(models)
+    crowned = {entry["version"] for entry in champion_history(store)}
+    rows = []
+    for name in versions(store):
+        try:
+            metadata = json.loads(store.read_bytes(f"{name}/{COMMIT}"))
             metrics = metadata["metrics"]
         except (OSError, ValueError, KeyError):
             continue  # a damaged version is listed by nothing, and used by nothing
@@ -128,53 +169,135 @@ def version_history(models_dir: str | os.PathLike[str]) -> list[dict]:
         for column in SCORECARD:
             loss = metrics.get(column, {}).get("loss")
             row[column] = None if loss is None or not math.isfinite(loss) else float(f"{loss:.4g}")
-        row["promoted"] = bool(metadata.get("promotion", {}).get("promoted", False))
+        row["promoted"] = name in crowned
         rows.append(row)
     return rows
 
 
-def remove_stale_staging(models_dir: Path, *, min_age_s: float = 60.0) -> list[Path]:
-    """Remove the half-written version folders of writers that died before their rename."""
-    removed = []
-    for staging in models_dir.glob(".staging-*"):
+def remove_abandoned_versions(models: Models, *, min_age_s: float = 60.0) -> list[str]:
+    """Delete the files of versions whose writer died before committing them (a claim by a
+    process of this host that no longer runs, older than `min_age_s`). The claim stays, so the
+    number is never handed out again. Returns the versions cleaned."""
+    store = model_store(models)
+    here = socket.gethostname()
+    cleaned = []
+    for name in _numbered(store):
+        if store.exists(f"{name}/{COMMIT}"):
+            continue
         try:
-            pid = int(staging.name.split("-")[1])
-            if time.time() - staging.lstat().st_mtime < min_age_s or process_alive(pid):
+            claim = json.loads(store.read_bytes(f"{name}/{CLAIM}"))
+            if claim["host"] != here or process_alive(int(claim["pid"])):
                 continue
-            shutil.rmtree(staging)
-            removed.append(staging)
-        except (ValueError, IndexError, OSError):
-            continue  # not one of ours, or gone already
-    return removed
+            if time.time() - float(claim["at"]) < min_age_s:
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a claim of this pipeline: leave it
+        files = [f for f in store.list(name) if f != CLAIM]
+        for file in files:
+            store.delete(f"{name}/{file}")
+        if files:
+            cleaned.append(name)
+    return cleaned
 
 
-def set_champion(models_dir: str | os.PathLike[str], version: str) -> None:
-    """Point `champion` at `version`, replacing the pointer atomically."""
-    if not (Path(models_dir) / version / "model.safetensors").exists():
-        raise ModelStoreError(f"{Path(models_dir) / version}: no such model version")
-    atomic_write_bytes(Path(models_dir) / CHAMPION, f"{version}\n".encode())
+def _generations(store: ArtifactStore) -> list[int]:
+    return sorted(int(m[1]) for f in store.list(CHAMPIONS) if (m := _GENERATION.match(f)))
 
 
-def champion(models_dir: str | os.PathLike[str]) -> str | None:
-    """The version the champion pointer names, or None. The pointer can only name a version
-    folder inside `models_dir` (`v` and four or more digits): anything else is a
-    `ModelStoreError`, never a path that is followed."""
-    path = Path(models_dir) / CHAMPION
+def _pointer(store: ArtifactStore, name: str) -> dict:
+    """A pointer file's content, checked: it can only name a version folder of this store."""
     try:
-        name = path.read_text().strip()
+        raw = store.read_bytes(name)
+        text = raw.decode()
+        entry = json.loads(text) if text.lstrip().startswith("{") else {"version": text.strip()}
+        version = entry["version"]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelStoreError(
+            f"{store.location(name)}: unreadable champion pointer ({exc})"
+        ) from exc
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise ModelStoreError(
+            f"{store.location(name)}: {str(version)[:80]!r} is not a model version name like v0001"
+        )
+    return entry
+
+
+def champion_generation(models: Models) -> int:
+    """How many times the champion has moved (0: never, or only by an old store's pointer)."""
+    generations = _generations(model_store(models))
+    return generations[-1] if generations else 0
+
+
+def champion(models: Models) -> str | None:
+    """The version the champion pointer names, or None. The pointer can only name a version
+    folder of the store (`v` and four or more digits): anything else is a `ModelStoreError`,
+    never a path that is followed."""
+    store = model_store(models)
+    generation = champion_generation(store)
+    name = f"{CHAMPIONS}/{generation:08d}.json" if generation else CHAMPION
+    try:
+        return _pointer(store, name)["version"]
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelStoreError(f"{path}: unreadable champion pointer ({exc})") from exc
-    if not _VERSION.fullmatch(name):
-        raise ModelStoreError(f"{path}: {name[:80]!r} is not a model version name like v0001")
-    return name
+
+
+def champion_history(models: Models) -> list[dict]:
+    """Every move of the champion, oldest first: generation, version and the one it replaced
+    (an old store's single pointer counts as generation 0)."""
+    store = model_store(models)
+    history = []
+    try:
+        legacy = _pointer(store, CHAMPION)
+        history.append({"generation": 0, "version": legacy["version"], "replaces": None})
+    except (FileNotFoundError, ModelStoreError):
+        pass
+    for generation in _generations(store):
+        try:
+            entry = _pointer(store, f"{CHAMPIONS}/{generation:08d}.json")
+        except (FileNotFoundError, ModelStoreError):
+            continue
+        version, replaces = entry["version"], entry.get("replaces")
+        history.append({"generation": generation, "version": version, "replaces": replaces})
+    return history
+
+
+def set_champion(models: Models, version: str, *, generation: int | None = None) -> int:
+    """Make `version` the champion and return the pointer's new generation.
+
+    `generation` is the champion's generation the caller read before it decided (see
+    `champion_generation`); when the champion has moved since, the swap is refused with
+    `StaleChampion`. None swaps from whatever is current, still refused if another writer
+    swaps at the same moment."""
+    store = model_store(models)
+    if not _VERSION.fullmatch(version) or version not in versions(store):
+        raise ModelStoreError(f"{store.location(version)}: no such committed model version")
+    current = champion_generation(store)
+    if generation is not None and generation != current:
+        raise StaleChampion(
+            f"the champion moved to {champion(store)} (generation {current}) after generation "
+            f"{generation} was read; {version} was not compared with it"
+        )
+    try:
+        replaces = champion(store)
+    except ModelStoreError:
+        replaces = None  # a damaged pointer is replaced, not followed
+    entry = _json_bytes({"version": version, "replaces": replaces})
+    try:
+        store.create(f"{CHAMPIONS}/{current + 1:08d}.json", entry)
+    except ArtifactExists:
+        raise StaleChampion(
+            f"another writer moved the champion at the same moment; {version} was not "
+            "compared with its choice"
+        ) from None
+    return current + 1
 
 
 @dataclass
 class LoadedModel:
     version: str
-    folder: Path
+    location: str  # its folder: a path, or a URL
     model: MultiTrackTransformer
     config: dict
     metadata: dict
@@ -192,37 +315,35 @@ class LoadedModel:
         return out.reshape(window.shape).astype(np.float32)
 
 
-def load_model(
-    ref: str = CHAMPION, models_dir: str | os.PathLike[str] | None = None
-) -> LoadedModel:
-    """Rebuild the model of version `ref` ("v0003", or "champion") from its folder."""
-    if models_dir is None:
+def load_model(ref: str = CHAMPION, models: Models | None = None) -> LoadedModel:
+    """Rebuild the model of version `ref` ("v0003", or "champion") from its committed files."""
+    if models is None:
         from xmlai_assets.paths import DataLayout
 
-        models_dir = DataLayout.from_env().models_dir
-    folder = Path(models_dir)
-    version = champion(folder) if ref == CHAMPION else ref
+        models = DataLayout.from_env().models
+    store = model_store(models)
+    version = champion(store) if ref == CHAMPION else ref
     if version is None:
-        raise ModelStoreError(f"{folder}: no champion model yet")
+        raise ModelStoreError(f"{store.location()}: no champion model yet")
     if not _VERSION.fullmatch(version):
         raise ModelStoreError(f"{version!r} is not a model version name like v0001")
-    path = folder / version
+    location = store.location(version)
     try:
-        config = json.loads((path / "config.json").read_text())
-        metadata = json.loads((path / "metadata.json").read_text())
-        scalers = json.loads((path / "scalers.json").read_text())["params"]
+        metadata = json.loads(store.read_bytes(f"{version}/{COMMIT}"))
+        config = json.loads(store.read_bytes(f"{version}/config.json"))
+        scalers = json.loads(store.read_bytes(f"{version}/scalers.json"))["params"]
         model = MultiTrackTransformer(ModelConfig.from_dict(config["model"]))
-        model.load_state_dict(load_file(path / "model.safetensors"))
+        model.load_state_dict(load_safetensors(store.read_bytes(f"{version}/{WEIGHTS}")))
         center = np.array([float(scalers[p]["center"]) for p in CONTINUOUS_PARAMS])
         scale = np.array([float(scalers[p]["scale"]) for p in CONTINUOUS_PARAMS])
     except Exception as exc:  # noqa: BLE001 - any damaged file (safetensors raises its own)
         raise ModelStoreError(
-            f"{path}: cannot load model ({type(exc).__name__}: {str(exc)[:200]})"
+            f"{location}: cannot load model ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
     model.eval()
     return LoadedModel(
         version=version,
-        folder=path,
+        location=location,
         model=model,
         config=config,
         metadata=metadata,

@@ -25,7 +25,7 @@ def main() -> None:
         extras = pipes.extras
         try:
             summary = fit_model(
-                DataLayout.at(extras["data_dir"]),
+                DataLayout.at(extras["data_dir"], models_url=extras.get("models_url")),
                 TrainConfig.from_dict(extras["settings"]),
                 log=pipes.log.info,
                 extra_metadata=extras.get("extra_metadata"),

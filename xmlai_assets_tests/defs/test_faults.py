@@ -132,7 +132,7 @@ def test_training_killed_mid_epoch_resumes_when_materialized_again(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    assert layout.train_checkpoint.exists() and not (layout.models_dir / "v0001").exists()
+    assert layout.train_checkpoint.exists() and not (layout.models.local_path() / "v0001").exists()
 
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
@@ -140,7 +140,7 @@ def test_training_killed_mid_epoch_resumes_when_materialized_again(
         md = materialization(instance, "trained_model")
         assert 1 <= md["resumed_from_epoch"] < 150
         assert md["epochs_run"] == 150
-        assert (layout.models_dir / "v0001" / "model.safetensors").is_file()
+        assert (layout.models.local_path() / "v0001" / "model.safetensors").is_file()
         assert not layout.train_checkpoint.exists()
 
 
@@ -167,12 +167,14 @@ def test_two_runs_of_the_same_assets_at_once_both_finish_and_corrupt_nothing(
         assert {p: p.read_bytes() for p in outputs} == outputs
     with np.load(layout.train_sequences) as data:
         assert data["sequences"].shape[1:] == (100, 180)
-    assert sorted(p.name for p in layout.models_dir.iterdir() if p.name.startswith("v")) == [
+    assert sorted(
+        p.name for p in layout.models.local_path().iterdir() if p.name.startswith("v")
+    ) == [
         "v0001",
         "v0002",
     ]
     assert not list(layout.data_dir.rglob(".*.tmp")) and not list(
-        layout.models_dir.glob(".staging-*")
+        layout.models.local_path().glob(".staging-*")
     )
 
 

@@ -2,6 +2,7 @@
 processes: nothing is read or written outside the folders, no file blocks the others, and
 nothing needs a person to repair it."""
 
+import json
 import os
 import socket
 import subprocess
@@ -157,14 +158,14 @@ def test_a_corrupt_checkpoint_is_set_aside_and_training_recovers(layout):
     config = {"ops": {"trained_model": {"config": TINY_TRAIN}}}
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, config)
-    assert (layout.models_dir / "v0001" / "model.safetensors").is_file()
+    assert (layout.models.local_path() / "v0001" / "model.safetensors").is_file()
     assert layout.train_checkpoint.with_name("trained_model.pt.unusable").is_file()
 
 
 def test_damaged_model_files_and_a_hostile_champion_pointer_raise_model_store_error(layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, {"ops": {"trained_model": {"config": TINY_TRAIN}}})
-    models = layout.models_dir
+    models = layout.models.local_path()
     weights = models / "v0001" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelStoreError, match="cannot load model"):
@@ -230,12 +231,16 @@ def test_a_killed_command_line_run_is_marked_failed_and_its_temp_files_removed(l
         os.utime(path, (time.time() - 3600, time.time() - 3600))
     assert remove_stale_temp_files(frames) == [stale]
     assert live.exists() and not stale.exists()
-    # and a version folder a killed trainer left half written
-    from xmlai_assets.model.store import remove_stale_staging
+    # and a version a killed trainer claimed and left half written: its files go, its claim
+    # stays (the number is not handed out again), and a live writer's version is left alone
+    from xmlai_assets.model.store import remove_abandoned_versions, versions
 
-    models = layout.models_dir
-    half = models / f".staging-{gone.pid}-abcd"
-    half.mkdir(parents=True)
-    (half / "model.safetensors").write_bytes(b"half")
-    os.utime(half, (time.time() - 3600, time.time() - 3600))
-    assert remove_stale_staging(models) == [half]
+    models = layout.models
+    for name, pid in (("v0001", gone.pid), ("v0002", os.getpid())):
+        claim = {"host": socket.gethostname(), "pid": pid, "at": time.time() - 3600}
+        models.create(f"{name}/claim.json", json.dumps(claim).encode())
+        models.write_bytes(f"{name}/model.safetensors", b"half")
+    assert remove_abandoned_versions(models) == ["v0001"]
+    assert models.list("v0001") == ["claim.json"]
+    assert models.list("v0002") == ["claim.json", "model.safetensors"]
+    assert versions(models) == []  # neither was committed

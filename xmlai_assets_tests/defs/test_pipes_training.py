@@ -55,12 +55,12 @@ def test_training_through_pipes_writes_the_same_version_as_in_process(tmp_path, 
     assert md_there["weights_sha256"] == md_here["weights_sha256"]
     same = ("model.safetensors", "config.json", "scalers.json", "loss_curve.png")
     for name in same:
-        a = (here.models_dir / "v0001" / name).read_bytes()
-        assert a == (there.models_dir / "v0001" / name).read_bytes(), name
-    metadata = json.loads((there.models_dir / "v0001" / "metadata.json").read_text())
+        a = (here.models.local_path() / "v0001" / name).read_bytes()
+        assert a == (there.models.local_path() / "v0001" / name).read_bytes(), name
+    metadata = json.loads((there.models.local_path() / "v0001" / "metadata.json").read_text())
     assert (
         metadata["metrics"]
-        == json.loads((here.models_dir / "v0001" / "metadata.json").read_text())["metrics"]
+        == json.loads((here.models.local_path() / "v0001" / "metadata.json").read_text())["metrics"]
     )
     for key in ("epochs_run", "best_epoch", "promoted", "val_loss", "evaluation"):
         assert md_there[key] == md_here[key], key
@@ -79,7 +79,7 @@ def test_a_failure_in_the_training_program_fails_the_step_with_its_reason(tmp_pa
     ok, _, logs = train_in(layout, monkeypatch, REMOTE, {**TINY_TRAIN, "device": "cuda"})
     assert not ok
     assert any("CUDA is not available" in line for line in logs)
-    assert not (layout.models_dir / "v0001").exists()
+    assert not (layout.models.local_path() / "v0001").exists()
 
 
 @pytest.mark.parametrize("command", [shlex.join([sys.executable, "-c", "pass"])])

@@ -179,7 +179,7 @@ def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatc
         for key in (*PREPROCESS, "trained_model"):
             assert metadata(instance, key) is None, key
         assert not layout.train_csv.exists() and not layout.train_sequences.exists()
-        assert not layout.models_dir.exists()
+        assert not layout.models.local_path().exists()
 
 
 def test_preprocess_lineage_and_checks_in_the_definitions():

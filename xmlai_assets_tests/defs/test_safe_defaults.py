@@ -1,6 +1,7 @@
 """Safe defaults: the UI on loopback only, no telemetry, weights that load without code."""
 
 import re
+from pathlib import Path
 
 import torch
 import yaml
@@ -43,7 +44,8 @@ def test_model_weights_are_safetensors_that_hold_only_tensors(tmp_path):
     model = MultiTrackTransformer(ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32))
     scalers = tmp_path / "scalers.json"
     scalers.write_text("{}")
-    folder = save_version(tmp_path / "models", model, config={}, metadata={}, scalers_json=scalers)
+    saved = save_version(tmp_path / "models", model, config={}, metadata={}, scalers_json=scalers)
+    folder = Path(saved.location)
     with safe_open(folder / "model.safetensors", framework="pt") as weights:
         assert set(weights.keys()) == set(model.state_dict())
     assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl"))

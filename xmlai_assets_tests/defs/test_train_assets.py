@@ -39,8 +39,8 @@ def test_xml_to_model_version(tmp_path):
         assert run_pipeline(layout, instance, TINY)
         event = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
         md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-        folder = layout.models_dir / "v0001"
-        assert versions(layout.models_dir) == ["v0001"]
+        folder = layout.models.local_path() / "v0001"
+        assert versions(layout.models.local_path()) == ["v0001"]
         assert md["version"] == str(folder)
         assert md["epochs_run"] == 3 and len(md["epochs"].records) == 3
         assert md["parameters"] > 0
@@ -80,10 +80,10 @@ def test_xml_to_model_version(tmp_path):
         baselines = [md[f"{name}_val_loss"] for name in BASELINES]
         beats = md["val_loss"] < min(baselines)  # and there was no champion
         assert result.passed is beats is md["promoted"]
-        assert (champion(layout.models_dir) == "v0001") is beats
+        assert (champion(layout.models.local_path()) == "v0001") is beats
         assert "champion" not in md  # a version's own metadata never claims the title
 
-        loaded = load_model("v0001", layout.models_dir)
+        loaded = load_model("v0001", layout.models.local_path())
         window = np.loadtxt(
             layout.val_csv, delimiter=",", skiprows=1, max_rows=20, usecols=range(3, 183)
         )
@@ -132,7 +132,7 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
     good = {**TINY["ops"]["trained_model"]["config"], "epochs": 10}
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, {"ops": {"trained_model": {"config": good}}})
-        assert champion(layout.models_dir) == "v0001"
+        assert champion(layout.models.local_path()) == "v0001"
         (first,) = champion_events(instance)
         assert first["version_name"].value == "v0001"
 
@@ -144,11 +144,11 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
         md = md.asset_materialization.metadata
         assert md["promoted"].value is False
         assert "does not beat" in md["promotion"].value
-        assert champion(layout.models_dir) == "v0001"
+        assert champion(layout.models.local_path()) == "v0001"
         assert len(champion_events(instance)) == 1
         # the old champion was scored on the new version's validation windows (promotion) and
         # test windows (the scorecard)
-        metadata = json.loads((layout.models_dir / "v0002" / "metadata.json").read_text())
+        metadata = json.loads((layout.models.local_path() / "v0002" / "metadata.json").read_text())
         assert metadata["validation_metrics"]["champion"]["loss"] == pytest.approx(
             md["previous_champion_val_loss"].value, rel=1e-3
         )
@@ -163,7 +163,7 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
         md = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
         md = md.asset_materialization.metadata
         assert md["promoted"].value is True, md["promotion"].value
-        assert champion(layout.models_dir) == "v0003"
+        assert champion(layout.models.local_path()) == "v0003"
         latest = champion_events(instance)[0]
         assert latest["version_name"].value == "v0003"
         assert latest["previous_champion"].value == "v0001"

@@ -3,6 +3,7 @@ round-trip; a tiny model can overfit one batch."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,14 +273,14 @@ def test_version_files_are_strict_json_even_when_a_metric_is_undefined(tmp_path,
     result = train(*data, TrainConfig(**TINY, epochs=1), log=quiet)
     scalers = tmp_path / "scalers.json"
     scalers.write_text(json.dumps({"params": {}}))
-    folder = save_version(
+    saved = save_version(
         tmp_path / "models",
         result.model,
         config={},
         metadata={"metrics": {"change_crop_b_mae": float("nan"), "loss": 0.5}},
         scalers_json=scalers,
     )
-    text = (folder / "metadata.json").read_text()
+    text = (Path(saved.location) / "metadata.json").read_text()
     assert "NaN" not in text
     assert json.loads(text)["metrics"] == {"change_crop_b_mae": None, "loss": 0.5}
 

@@ -6,7 +6,6 @@ without it.
 """
 
 import math
-from pathlib import Path
 
 import dagster as dg
 
@@ -92,7 +91,7 @@ def trained_model(
         report["history"],
     )
     promotion = report["promotion"]  # promoted, reason, previous: see model/pipeline.py
-    version = Path(report["version"])
+    version, location = report["version"], report["location"]
     best = next(r for r in history if r["epoch"] == report["best_epoch"])
     losses = {"val_loss": validation["model"]["loss"]}
     losses |= {f"{name}_val_loss": validation[name]["loss"] for name in BASELINES}
@@ -105,14 +104,15 @@ def trained_model(
     yield dg.MaterializeResult(
         metadata={
             "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{png})"),
-            "version": dg.MetadataValue.path(str(version)),
+            "version": dg.MetadataValue.path(location),
+            "version_name": version,
             "promoted": promotion["promoted"],
             "promotion": promotion["reason"],
             **losses,
             "evaluation": _evaluation_table(metrics),
             "scored_on": report["scored_on"],
             "versions": table(
-                version_history(layout.models_dir),
+                version_history(layout.models),
                 {"version": "string", "created": "string"}
                 | dict.fromkeys(SCORECARD, "float")
                 | {"promoted": "bool"},
@@ -158,8 +158,8 @@ def trained_model(
                 asset_key=CHAMPION,
                 description=promotion["reason"],
                 metadata={
-                    "version": dg.MetadataValue.path(str(version)),
-                    "version_name": version.name,
+                    "version": dg.MetadataValue.path(location),
+                    "version_name": version,
                     "previous_champion": promotion["previous"] or "none",
                     "reason": promotion["reason"],
                     **losses,
@@ -183,6 +183,7 @@ def _train_through_pipes(
         command=training.argv,
         extras={
             "data_dir": str(layout.data_dir),
+            "models_url": layout.models.url,
             "settings": settings.as_dict(),
             "extra_metadata": extra,
         },

@@ -1,0 +1,148 @@
+"""A folder of artifacts on a local disk or on any fsspec URL (`s3://bucket/prefix`, ...).
+
+Writes are whole or absent, whatever the store:
+- `write_bytes`: locally a temporary file renamed into place; elsewhere one PUT of the complete
+  object.
+- `create`: create-only. Locally a temporary file hard-linked to its name, which fails when the
+  name exists; elsewhere an exclusive open (`mode="xb"`, S3's `If-None-Match: *`). Two writers
+  on two hosts that create the same name: one succeeds, the other gets `ArtifactExists`. It is
+  the one primitive that version claims and the champion pointer are built on.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from xmlai_assets.atomic import atomic_write_bytes
+
+
+class ArtifactExists(FileExistsError):
+    """A create-only write found the name taken."""
+
+
+class ArtifactStore:
+    """Named artifacts under one root. Names are relative POSIX paths (`v0001/config.json`)."""
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        text = os.fspath(location)
+        if "://" in text and not text.startswith("file://"):
+            import fsspec  # only for a store that is not a local folder
+
+            self._fs, root = fsspec.core.url_to_fs(text)
+            self._root = root.rstrip("/")
+            self._local: Path | None = None
+            protocol = self._fs.protocol
+            scheme = protocol[0] if isinstance(protocol, tuple | list) else protocol
+            self.url = f"{scheme}://{self._root.lstrip('/')}"
+        else:
+            self._local = Path(text.removeprefix("file://")).resolve()
+            self._fs = None
+            self._root = str(self._local)
+            self.url = str(self._local)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArtifactStore) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    @property
+    def is_local(self) -> bool:
+        return self._local is not None
+
+    def child(self, name: str) -> ArtifactStore:
+        """The store of the folder `name` within this one."""
+        return ArtifactStore(self.location(name) if self._local is None else self._path(name))
+
+    def location(self, name: str = "") -> str:
+        """Where `name` lives, as a user would type it: a path, or a URL."""
+        if self._local is not None:
+            return str(self._path(name))
+        return f"{self.url}/{_checked(name)}" if name else self.url
+
+    def local_path(self, name: str = "") -> Path | None:
+        """The file `name` is, for a local store; None elsewhere."""
+        return None if self._local is None else self._path(name)
+
+    def read_bytes(self, name: str) -> bytes:
+        if self._local is not None:
+            return self._path(_checked(name)).read_bytes()
+        return self._fs.cat_file(self._remote(name))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write `name` whole, replacing what was there."""
+        if self._local is not None:
+            atomic_write_bytes(self._path(_checked(name)), data)
+        else:
+            self._fs.pipe_file(self._remote(name), data)
+
+    def create(self, name: str, data: bytes) -> None:
+        """Write `name` only if it does not exist yet, else raise `ArtifactExists`."""
+        if self._local is not None:
+            target = self._path(_checked(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:32]}.", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o644)
+                os.link(tmp, target)  # atomic, and fails when the name is taken
+            except FileExistsError:
+                raise ArtifactExists(self.location(name)) from None
+            finally:
+                os.unlink(tmp)
+            return
+        try:
+            with self._fs.open(self._remote(name), "xb") as fh:
+                fh.write(data)
+        except FileExistsError:
+            raise ArtifactExists(self.location(name)) from None
+
+    def exists(self, name: str) -> bool:
+        if self._local is not None:
+            return self._path(name).is_file()
+        return self._fs.isfile(self._remote(name))
+
+    def list(self, folder: str = "") -> list[str]:
+        """Names of the entries directly in `folder` (files and folders), sorted; [] when it
+        does not exist."""
+        if self._local is not None:
+            path = self._path(folder) if folder else self._local
+            try:
+                return sorted(os.listdir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        remote = self._remote(folder) if folder else self._root
+        try:
+            found = self._fs.ls(remote, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = {PurePosixPath(str(p).rstrip("/")).name for p in found}
+        names.discard(PurePosixPath(remote).name if str(remote).strip("/") else "")
+        return sorted(n for n in names if n)
+
+    def delete(self, name: str) -> None:
+        if self._local is not None:
+            self._path(name).unlink(missing_ok=True)
+        elif self._fs.exists(self._remote(name)):
+            self._fs.rm_file(self._remote(name))
+
+    def _path(self, name: str) -> Path:
+        return self._local / _checked(name) if name else self._local
+
+    def _remote(self, name: str) -> str:
+        return f"{self._root}/{_checked(name)}"
+
+
+def _checked(name: str) -> str:
+    """`name` if it is a relative path that stays inside the store."""
+    if any(part in ("", ".", "..") or "\\" in part for part in name.split("/")):
+        raise ValueError(f"{name!r} is not an artifact name inside the store")
+    return name

@@ -1,0 +1,80 @@
+"""The artifact store: whole writes, create-only writes that one writer wins, names that stay
+inside the store; the same on a local folder and on an fsspec URL (the in-memory filesystem,
+which takes the object-store code path: one PUT per object, exclusive create)."""
+
+import multiprocessing
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from xmlai_assets.artifacts import ArtifactExists, ArtifactStore
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return ArtifactStore(tmp_path / "store")
+    return ArtifactStore(f"memory://test-{uuid.uuid4().hex}/store")
+
+
+def test_write_read_list_delete(store):
+    assert store.list() == [] and not store.exists("a/b.json")
+    store.write_bytes("a/b.json", b"1")
+    store.write_bytes("a/b.json", b"22")  # replaces
+    store.write_bytes("a/c.bin", b"3")
+    store.write_bytes("top.txt", b"4")
+    assert store.read_bytes("a/b.json") == b"22"
+    assert store.list() == ["a", "top.txt"] and store.list("a") == ["b.json", "c.bin"]
+    assert store.list("nothing") == []
+    store.delete("a/c.bin")
+    assert store.list("a") == ["b.json"] and not store.exists("a/c.bin")
+    with pytest.raises(FileNotFoundError):
+        store.read_bytes("a/c.bin")
+    assert store.child("a").read_bytes("b.json") == b"22"
+    assert store.location("a/b.json").endswith("store/a/b.json")
+
+
+def test_create_is_create_only(store):
+    store.create("claims/x.json", b"first")
+    with pytest.raises(ArtifactExists):
+        store.create("claims/x.json", b"second")
+    assert store.read_bytes("claims/x.json") == b"first"
+    assert store.list("claims") == ["x.json"]  # no temporary file left beside it
+
+
+def test_of_many_writers_creating_one_name_exactly_one_wins(store):
+    def attempt(i: int) -> bool:
+        try:
+            store.create("race.json", str(i).encode())
+            return True
+        except ArtifactExists:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(attempt, range(32)))
+    assert sum(wins) == 1
+    assert store.read_bytes("race.json") == str(wins.index(True)).encode()
+
+
+def _create_in_process(args) -> bool:
+    root, i = args
+    try:
+        ArtifactStore(root).create("race.json", str(i).encode())
+        return True
+    except ArtifactExists:
+        return False
+
+
+def test_processes_racing_on_a_local_folder_have_one_winner(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        wins = pool.map(_create_in_process, [(str(tmp_path), i) for i in range(16)])
+    assert sum(wins) == 1
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "", "a//b", "./a"])
+def test_names_that_leave_the_store_are_refused(store, name):
+    with pytest.raises(ValueError, match="not an artifact name"):
+        store.write_bytes(name, b"x")
+    with pytest.raises(ValueError, match="not an artifact name"):
+        store.read_bytes(name)
