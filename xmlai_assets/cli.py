@@ -120,7 +120,11 @@ def run_pipeline(
     from xmlai_assets.timeline.ingest import folder_version
 
     defs = build_definitions(
-        DataPaths(data_dir=str(layout.data_dir), timelines_dir=str(layout.timelines_dir))
+        DataPaths(
+            data_dir=str(layout.data_dir),
+            timelines_dir=str(layout.timelines_dir),
+            models_url=layout.models_url,
+        )
     )
     fail_orphaned_runs(instance)  # a killed run's pool slots are free before this one waits
     added, removed = sync_timeline_partitions(instance, layout.timelines_dir)
@@ -258,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     layout = DataLayout.from_env()
-    if args.data_dir:
-        layout = DataLayout.at(args.data_dir, args.timelines_dir)
-    elif args.timelines_dir:
-        layout = DataLayout.at(layout.data_dir, args.timelines_dir)
+    if args.data_dir or args.timelines_dir:
+        layout = DataLayout.at(
+            args.data_dir or layout.data_dir, args.timelines_dir, layout.models_url
+        )
     run_config = load_preset(args.preset) if args.preset else None
     ok = run_pipeline(layout, _instance(), run_config, train=not args.no_train)
     if not ok:

@@ -169,6 +169,58 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
         assert latest["previous_champion"].value == "v0001"
 
 
+def test_versions_on_a_store_url_and_a_champion_that_moves_during_training(tmp_path, monkeypatch):
+    """The models store at a URL (fsspec's in-memory filesystem: the object-store path); a
+    second trainer promotes while this one evaluates: this version is kept, not promoted."""
+    import uuid
+
+    from xmlai_assets.artifacts import ArtifactStore
+    from xmlai_assets.model import pipeline
+    from xmlai_assets.model.store import champion_history, set_champion
+
+    real_evaluate, real_decide = pipeline.evaluate_against_baselines, pipeline.decide_promotion
+
+    def weak_copy(*args, **kwargs):
+        metrics = real_evaluate(*args, **kwargs)
+        for name in BASELINES:
+            metrics[name]["loss"] *= 100
+        return metrics
+
+    url = f"memory://models-{uuid.uuid4().hex}"
+    store = ArtifactStore(url)
+
+    def decide_while_another_trainer_promotes(*args, **kwargs):
+        decision = real_decide(*args, **kwargs)
+        if versions(store):
+            set_champion(store, versions(store)[0])  # the other trainer's promotion
+        return decision
+
+    monkeypatch.setattr(pipeline, "evaluate_against_baselines", weak_copy)
+    monkeypatch.setattr(pipeline, "decide_promotion", decide_while_another_trainer_promotes)
+    layout = DataLayout.at(tmp_path / "data", models_url=url)
+    for seed in range(6):
+        generate_timeline(seed, seconds=12, name=f"tl {seed}").write(layout.timelines_dir)
+    with dg.instance_for_test() as instance:
+        assert run_pipeline(layout, instance, TINY)
+        assert versions(store) == ["v0001"] and champion(store) == "v0001"
+        assert not (layout.data_dir / "models").exists()
+        md = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+        md = md.asset_materialization.metadata
+        assert md["version"].value == f"{url}/v0001"
+
+        longer = {**TINY["ops"]["trained_model"]["config"], "epochs": 10}
+        assert run_pipeline(layout, instance, {"ops": {"trained_model": {"config": longer}}})
+        md = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+        md = md.asset_materialization.metadata
+        assert versions(store) == ["v0001", "v0002"]
+        assert md["promoted"].value is False
+        assert "the champion moved" in md["promotion"].value
+        assert [g["version"] for g in champion_history(store)] == ["v0001", "v0001"]
+        assert len(champion_events(instance)) == 1  # no champion_model for the refused swap
+        rows = {r.data["version"]: r.data["promoted"] for r in md["versions"].records}
+        assert rows == {"v0001": True, "v0002": False}
+
+
 def test_promotion_needs_every_baseline_and_the_champion_beaten():
     from xmlai_assets.model.pipeline import decide_promotion
 
