@@ -38,3 +38,29 @@ def test_plain_doctype_of_real_premiere_exports_is_accepted(tmp_path):
     text = document(track(clip(0, 10)), duration=10)
     assert "<!DOCTYPE xmeml>" in text
     assert len(parse_timeline(write(tmp_path, text))) == 10
+
+
+def test_an_external_dtd_is_never_opened(tmp_path):
+    """The parser drops whitespace between elements, which in some libxml2 settings loads the
+    external subset. Here the DTD is a FIFO with no writer: opening it would block, so a
+    parse that returns has not opened it."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "subset.dtd"
+    os.mkfifo(fifo)
+    path = write(
+        tmp_path,
+        document(track(clip(0, 10)), duration=10).replace(
+            "<!DOCTYPE xmeml>", f'<!DOCTYPE xmeml SYSTEM "file://{fifo}">'
+        ),
+    )
+    code = (
+        "import sys\nfrom xmlai_assets.timeline import TimelineError, parse_timeline\n"
+        "try:\n    parse_timeline(sys.argv[1])\nexcept TimelineError as e:\n    print(e.reason)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert "external DTD" in out.stdout, out.stderr
