@@ -1,7 +1,5 @@
 """Preprocess: master CSV → train/val/test split → scalers → 100-step training sequences."""
 
-from typing import Literal
-
 import dagster as dg
 
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML, master_training_data
@@ -24,6 +22,7 @@ from xmlai_assets.features.preprocess import (
     fit_train_scalers,
     split_master,
 )
+from xmlai_assets.features.scalers import ScalerKind
 from xmlai_assets.features.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS
 
 LABELS = {"train": "training", "val": "held-out validation", "test": "held-out test"}
@@ -44,8 +43,9 @@ class SplitConfig(dg.Config):
 
 
 class ScalerConfig(dg.Config):
-    kind: Literal["standard", "minmax", "robust"] = "standard"
-    """scikit-learn scaler per parameter: StandardScaler, MinMaxScaler or RobustScaler."""
+    kind: ScalerKind = "standard"
+    """The center and scale that scikit-learn's StandardScaler, MinMaxScaler or RobustScaler
+    fits, per parameter."""
 
 
 class WindowConfig(dg.Config):
