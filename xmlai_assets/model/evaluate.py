@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.loss import Targets, element_losses, next_step_targets
 from xmlai_assets.model.transformer import HEADS, MOVED, N_ASSETS, N_PARAMS
-from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, VALUES
+from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, ON, VALUES
 
 Predictor = Callable[[Batch], Mapping[str, torch.Tensor]]
 
@@ -265,7 +265,7 @@ class _Events:
         target: torch.Tensor,
         scored: torch.Tensor,
     ) -> None:
-        p_on = logits.float().softmax(-1)[..., 1]  # [B, T-1, 20]
+        p_on = logits.float().softmax(-1)[..., ON]  # [B, T-1, 20]
         was_on = current.round().long() == 1
         flip = torch.where(was_on, 1 - p_on, p_on)
         tracks = torch.arange(p_on.shape[-1], device=p_on.device).expand_as(p_on)

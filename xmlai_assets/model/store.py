@@ -44,6 +44,7 @@ from xmlai_assets.timeline.schema import (
     CONTINUOUS_PARAMS,
     INACTIVE_VALUES,
     N_TRACKS,
+    ON,
     TRACK_PARAMS,
     VALUES,
 )
@@ -366,7 +367,7 @@ def predictor_in_units_of(
     def predict(batch: Batch) -> dict[str, torch.Tensor]:
         b, t, _ = batch.sequences.shape
         tracks = batch.sequences.reshape(b, t, N_TRACKS, -1).clone()
-        on = tracks[..., 0:1] == 1
+        on = tracks[..., ACTIVE : ACTIVE + 1] == ON
         original = tracks[..., VALUES] * their_scale + their_center
         tracks[..., VALUES] = torch.where(on, (original - own_center) / own_scale, 0.0)
         with torch.no_grad():
@@ -409,7 +410,7 @@ def predict(loaded: LoadedModel, window: np.ndarray, mask: np.ndarray | None = N
         out = loaded.model(torch.from_numpy(loaded.normalize(window)), torch.from_numpy(mask))
     rows = torch.arange(len(window))
     pick = {k: v[rows, torch.from_numpy(last)].double().numpy() for k, v in out.items()}
-    active_prob = torch.softmax(torch.from_numpy(pick["active"]), -1)[..., ASSET].numpy()
+    active_prob = torch.softmax(torch.from_numpy(pick["active"]), -1)[..., ON].numpy()
     asset_prob = torch.softmax(torch.from_numpy(pick["asset"]), -1).numpy()
     on = active_prob >= 0.5
     tracks = np.empty((len(window), N_TRACKS, len(TRACK_PARAMS)))

@@ -12,6 +12,7 @@ CONTINUOUS_PARAMS = TRACK_PARAMS[2:]
 ACTIVE = TRACK_PARAMS.index("active")
 ASSET = TRACK_PARAMS.index("asset")
 VALUES = slice(len(CATEGORICAL_PARAMS), None)
+ON = 1  # the `active` class of a track on screen (0: off), the index of its probability
 # The asset classes the `asset` head predicts (rules in timeline/asset_classes.py).
 ASSET_CLASS_NAMES = (
     "main video (V1)",
