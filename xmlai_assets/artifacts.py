@@ -45,20 +45,6 @@ class ArtifactStore:
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ArtifactStore) and other.url == self.url
-
-    def __hash__(self) -> int:
-        return hash(self.url)
-
-    @property
-    def is_local(self) -> bool:
-        return self._local is not None
-
-    def child(self, name: str) -> ArtifactStore:
-        """The store of the folder `name` within this one."""
-        return ArtifactStore(self.location(name) if self._local is None else self._path(name))
-
     def location(self, name: str = "") -> str:
         """Where `name` lives, as a user would type it: a path, or a URL."""
         if self._local is not None:

@@ -31,7 +31,6 @@ def test_write_read_list_delete(store):
     assert store.list("a") == ["b.json"] and not store.exists("a/c.bin")
     with pytest.raises(FileNotFoundError):
         store.read_bytes("a/c.bin")
-    assert store.child("a").read_bytes("b.json") == b"22"
     assert store.location("a/b.json").endswith("store/a/b.json")
 
 

@@ -16,7 +16,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from xmlai_assets.timeline.schema import (
 )
 
 ScalerKind = Literal["standard", "minmax", "robust"]
-SCALER_KINDS = ("standard", "minmax", "robust")
+SCALER_KINDS = get_args(ScalerKind)
 _EPS = np.finfo(np.float64).eps
 
 
@@ -120,8 +120,6 @@ def fit_scalers(
     entries: Mapping[str, np.ndarray], kind: ScalerKind = "standard"
 ) -> dict[str, AffineScaler]:
     """Fit one scaler of `kind` per continuous parameter on its pooled active entries."""
-    if kind not in SCALER_KINDS:
-        raise ValueError(f"unknown scaler kind {kind!r}; choose one of {sorted(SCALER_KINDS)}")
     scalers = {}
     for param in CONTINUOUS_PARAMS:
         x = np.asarray(entries[param], dtype=np.float64)
