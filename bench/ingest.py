@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from xmlai_assets.paths import PROJECT_ROOT, DataLayout, list_timeline_files
+from xmlai_assets.paths import MASTER_CSV, PROJECT_ROOT, DataLayout, list_timeline_files
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import parse_timeline
 from xmlai_assets.timeline.ingest import build_master_csv, ingest_timeline_file
@@ -94,7 +94,7 @@ def bench_corpus(folder: Path | None) -> None:
         t = time.perf_counter()
         summary = build_master_csv(layout, names)
         master_s = time.perf_counter() - t
-        size = layout.master_csv.stat().st_size
+        size = layout.local(MASTER_CSV).stat().st_size
         print(f"corpus: {len(names)} timelines, {summary.rows} rows, CSV {size / 1e6:.1f} MB")
         print(
             f"  XML -> frames (Parquet)    {parse_s:8.2f} s ({parse_s / len(names) * 1e3:.1f} ms a file)"

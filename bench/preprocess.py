@@ -21,7 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from xmlai_assets.paths import DEFAULT_DAGSTER_HOME, DataLayout, list_timeline_files
+from xmlai_assets.paths import (
+    DEFAULT_DAGSTER_HOME,
+    MASTER_CSV,
+    DataLayout,
+    list_timeline_files,
+    sequences_npz,
+    split_csv,
+)
 
 
 def rss_bytes() -> int:
@@ -46,14 +53,14 @@ def plain_run(layout: DataLayout):
     from xmlai_assets.features.windows import read_npz
 
     def run() -> None:
-        assert master_problems(layout.master_csv) == []
+        assert master_problems(layout.local(MASTER_CSV)) == []
         preprocess(layout)
         for split in SPLITS:
-            seq = read_npz(layout.sequences_file(split))
-            rows = read_video_ids(layout.split_csv(split))
+            seq = read_npz(layout.local(sequences_npz(split)))
+            rows = read_video_ids(layout.local(split_csv(split)))
             assert sequence_problems(seq, rows, 100, 80) == []
             del seq
-        ids = {s: read_npz(layout.sequences_file(s), ("video_ids",)) for s in SPLITS}
+        ids = {s: read_npz(layout.local(sequences_npz(s)), ("video_ids",)) for s in SPLITS}
         fractions = (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION)
         assert split_problems(ids, *fractions, 0) == []
 
@@ -95,7 +102,7 @@ def record_master(instance, layout: DataLayout) -> None:
 
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
-            "master_training_data", metadata={"sha256": file_sha256(layout.master_csv)}
+            "master_training_data", metadata={"sha256": file_sha256(layout.local(MASTER_CSV))}
         )
     )
 
@@ -160,7 +167,7 @@ def worker(variant: str, data_dir: Path, repeat: int) -> None:
     from xmlai_assets.features.split import SPLITS
     from xmlai_assets.features.windows import read_npz
 
-    arrays = sum(read_npz(layout.sequences_file(s)).nbytes for s in SPLITS)
+    arrays = sum(read_npz(layout.local(sequences_npz(s))).nbytes for s in SPLITS)
     json.dump(
         {"times": times, "peak_delta": peak_rss_bytes() - baseline, "arrays": arrays}, sys.stdout
     )

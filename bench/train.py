@@ -35,7 +35,7 @@ from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
 from xmlai_assets.model.loss import training_loss
 from xmlai_assets.model.train import TrainConfig, TrainResult, resolve_device, train
 from xmlai_assets.model.transformer import MultiTrackTransformer, count_parameters
-from xmlai_assets.paths import DataLayout, list_timeline_files
+from xmlai_assets.paths import DataLayout, list_timeline_files, sequences_npz
 
 # dense bf16 peak of the cards the benchmark knows, in TFLOP/s
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
@@ -170,8 +170,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         layout = corpus_sequences(args.corpus, tmp)
-        train_data = MultiTrackDataset.from_npz(layout.train_sequences)
-        val_data = MultiTrackDataset.from_npz(layout.val_sequences)
+        train_data = MultiTrackDataset.from_npz(layout.local(sequences_npz("train")))
+        val_data = MultiTrackDataset.from_npz(layout.local(sequences_npz("val")))
         config = base.model_copy(update={"epochs": args.epochs, "patience": args.epochs + 1})
         device = resolve_device(config.device)
         params = count_parameters(MultiTrackTransformer(config.architecture()))

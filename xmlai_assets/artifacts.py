@@ -7,15 +7,24 @@ Writes are whole or absent, whatever the store:
   name exists; elsewhere an exclusive open (`mode="xb"`, S3's `If-None-Match: *`). Two writers
   on two hosts that create the same name: one succeeds, the other gets `ArtifactExists`. It is
   the one primitive that version claims and the champion pointer are built on.
+- `writing`: a temporary local file that becomes the artifact whole when the block ends (a
+  rename, or one upload), for writers that want a path (Parquet, CSV, `.npz`).
+
+`reading` gives a local file for readers that want a path: the artifact itself on a local
+store, a temporary copy of it elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path, PurePosixPath
 
-from xmlai_assets.atomic import atomic_write_bytes
+from xmlai_assets.atomic import atomic_path, atomic_write_bytes
 
 
 class ArtifactExists(FileExistsError):
@@ -55,10 +64,12 @@ class ArtifactStore:
         """The file `name` is, for a local store; None elsewhere."""
         return None if self._local is None else self._path(name)
 
-    def read_bytes(self, name: str) -> bytes:
+    def read_bytes(self, name: str, limit: int | None = None) -> bytes:
+        """`name`'s bytes, or its first `limit` bytes."""
         if self._local is not None:
-            return self._path(_checked(name)).read_bytes()
-        return self._fs.cat_file(self._remote(name))
+            with open(self._path(_checked(name)), "rb") as fh:
+                return fh.read(-1 if limit is None else limit)
+        return self._fs.cat_file(self._remote(name), start=0, end=limit)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write `name` whole, replacing what was there."""
@@ -66,6 +77,55 @@ class ArtifactStore:
             atomic_write_bytes(self._path(_checked(name)), data)
         else:
             self._fs.pipe_file(self._remote(name), data)
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[Path]:
+        """A temporary local path to write `name` to. When the block ends without an error
+        the file becomes `name`, whole (a rename, or one upload); after an error, nothing."""
+        if self._local is not None:
+            with atomic_path(self._path(_checked(name))) as tmp:
+                yield tmp
+            return
+        remote = self._remote(name)
+        with tempfile.TemporaryDirectory(prefix="xmlai-") as folder:
+            tmp = Path(folder) / PurePosixPath(name).name
+            yield tmp
+            self._fs.put_file(str(tmp), remote)
+
+    @contextlib.contextmanager
+    def reading(self, name: str) -> Iterator[Path]:
+        """A local file holding `name`: the artifact itself on a local store, else a temporary
+        copy removed when the block ends. `FileNotFoundError` when there is no such artifact."""
+        if self._local is not None:
+            path = self._path(_checked(name))
+            if not path.is_file():
+                raise FileNotFoundError(self.location(name))
+            yield path
+            return
+        with tempfile.TemporaryDirectory(prefix="xmlai-") as folder:
+            tmp = Path(folder) / PurePosixPath(name).name
+            try:
+                self._fs.get_file(self._remote(name), str(tmp))
+            except FileNotFoundError:
+                raise FileNotFoundError(self.location(name)) from None
+            yield tmp
+
+    def sha256(self, name: str) -> str:
+        """The sha256 of `name`'s bytes, read in blocks."""
+        digest = hashlib.sha256()
+        if self._local is not None:
+            opener = partial(open, self._path(_checked(name)), "rb")
+        else:
+            opener = partial(self._fs.open, self._remote(name), "rb")
+        with opener() as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def size(self, name: str) -> int:
+        if self._local is not None:
+            return self._path(_checked(name)).stat().st_size
+        return int(self._fs.size(self._remote(name)))
 
     def create(self, name: str, data: bytes) -> None:
         """Write `name` only if it does not exist yet, else raise `ArtifactExists`."""

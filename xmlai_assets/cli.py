@@ -119,13 +119,7 @@ def run_pipeline(
     from xmlai_assets.defs.resources import DataPaths
     from xmlai_assets.timeline.ingest import folder_version
 
-    defs = build_definitions(
-        DataPaths(
-            data_dir=str(layout.data_dir),
-            timelines_dir=str(layout.timelines_dir),
-            models_url=layout.models_url,
-        )
-    )
+    defs = build_definitions(DataPaths.of(layout))
     fail_orphaned_runs(instance)  # a killed run's pool slots are free before this one waits
     added, removed = sync_timeline_partitions(instance, layout.timelines_dir)
     keys = instance.get_dynamic_partitions(timeline_files.name)
@@ -264,27 +258,23 @@ def main(argv: list[str] | None = None) -> int:
     layout = DataLayout.from_env()
     if args.data_dir or args.timelines_dir:
         layout = DataLayout.at(
-            args.data_dir or layout.data_dir, args.timelines_dir, layout.models_url
+            args.data_dir or layout.data_dir, args.timelines_dir, layout.models_url, layout.data_url
         )
     run_config = load_preset(args.preset) if args.preset else None
     ok = run_pipeline(layout, _instance(), run_config, train=not args.no_train)
     if not ok:
         print("FAILED: see the run log above, or the run in the UI (make ui)")
         return 1
-    print(f"done: artifacts in {layout.data_dir}")
-    from xmlai_assets.features.split import SPLITS
+    store = layout.artifacts
+    print(f"done: artifacts in {store.location()}")
+    from xmlai_assets.paths import ARTIFACTS
 
-    for path in (
-        layout.master_csv,
-        *(layout.split_csv(split) for split in SPLITS),
-        layout.scalers_json,
-        *(layout.sequences_file(split) for split in SPLITS),
-    ):
-        size = path.stat().st_size
+    for names in ARTIFACTS.values():
+        size = store.size(names[0])
         print(
-            f"  {path.name:28} {size / 1e6:8.2f} MB"
+            f"  {names[0]:28} {size / 1e6:8.2f} MB"
             if size > 1e5
-            else f"  {path.name:28} {size / 1e3:8.1f} kB"
+            else f"  {names[0]:28} {size / 1e3:8.1f} kB"
         )
     print_model_report(layout)
     return 0

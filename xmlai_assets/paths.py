@@ -17,21 +17,68 @@ DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 TIMELINE_SUFFIXES = (".xml",)
 
 
+# The splits, in the order their files are written: the model learns from `train`, stops early
+# and is promoted on `val`, and its scorecard is reported on `test`, which nothing chose on.
+SPLITS = ("train", "val", "test")
+
+# Artifact names inside the data store, the one rule for them. Each asset's files:
+MASTER_CSV = "master_training_data.csv"
+SCALERS_JSON = "scalers.json"  # what the pipeline reads back
+SCALERS_PKL = "scalers.pkl"  # the fitted objects, for tools; never loaded
+
+
+def split_csv(split: str) -> str:
+    """The rows of one split (train, val or test)."""
+    return f"{split}_data.csv"
+
+
+def sequences_npz(split: str) -> str:
+    """The windows of one split."""
+    return f"{split}_sequences.npz"
+
+
+def frames_parquet(key: str) -> str:
+    """The frames table of one timeline file (a partition of `timeline_frames`)."""
+    return f"frames/{artifact_stem(key)}.parquet"
+
+
+def frames_report(key: str) -> str:
+    """The report of one timeline file's last parse."""
+    return f"frames/{artifact_stem(key)}.json"
+
+
+# asset key → the artifacts it writes, the first being the one its data version hashes
+ARTIFACTS: dict[str, tuple[str, ...]] = {
+    "master_training_data": (MASTER_CSV,),
+    **{f"{split}_data": (split_csv(split),) for split in SPLITS},
+    "scalers": (SCALERS_JSON, SCALERS_PKL),
+    **{f"{split}_sequences": (sequences_npz(split),) for split in SPLITS},
+}
+
+
 @dataclass(frozen=True)
 class DataLayout:
-    """The files of one data folder: inputs under `timelines/`, artifacts beside them."""
+    """Where the pipeline reads and writes: timeline exports in a local folder, artifacts in a
+    store (by default the data folder itself), model versions in a store of their own."""
 
-    data_dir: Path
+    data_dir: Path  # local: the default store, and the training checkpoint
     timelines_dir: Path
-    # where model versions live: a folder or an fsspec URL (`s3://bucket/models`); None is
-    # `models/` in the data folder
+    # where artifacts live: a folder or an fsspec URL (`s3://bucket/xmlai`); None is the data
+    # folder
+    data_url: str | None = None
+    # where model versions live; None is `models/` in the artifact store
     models_url: str | None = None
 
     @classmethod
     def from_env(cls) -> DataLayout:
         data_dir = Path(os.environ.get("XMLAI_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
         timelines = os.environ.get("XMLAI_TIMELINES_DIR") or data_dir / "timelines"
-        return cls(data_dir, Path(timelines).resolve(), os.environ.get("XMLAI_MODELS_URL") or None)
+        return cls(
+            data_dir,
+            Path(timelines).resolve(),
+            os.environ.get("XMLAI_DATA_URL") or None,
+            os.environ.get("XMLAI_MODELS_URL") or None,
+        )
 
     @classmethod
     def at(
@@ -39,9 +86,12 @@ class DataLayout:
         data_dir: str | os.PathLike[str],
         timelines_dir: str | os.PathLike[str] | None = None,
         models_url: str | None = None,
+        data_url: str | None = None,
     ) -> DataLayout:
         data_dir = Path(data_dir).resolve()
-        return cls(data_dir, Path(timelines_dir or data_dir / "timelines").resolve(), models_url)
+        return cls(
+            data_dir, Path(timelines_dir or data_dir / "timelines").resolve(), data_url, models_url
+        )
 
     def timeline_file(self, key: str) -> Path:
         """The timeline export a partition key names, or `UnsafeTimelineKey`.
@@ -62,66 +112,28 @@ class DataLayout:
         return path
 
     @property
-    def frames_dir(self) -> Path:
-        return self.data_dir / "frames"
-
-    def frames_file(self, key: str) -> Path:
-        return self.frames_dir / f"{artifact_stem(key)}.parquet"
-
-    def frames_report(self, key: str) -> Path:
-        return self.frames_dir / f"{artifact_stem(key)}.json"
-
-    @property
-    def master_csv(self) -> Path:
-        return self.data_dir / "master_training_data.csv"
-
-    def split_csv(self, split: str) -> Path:
-        """The rows of one split (train, val or test)."""
-        return self.data_dir / f"{split}_data.csv"
-
-    @property
-    def train_csv(self) -> Path:
-        return self.split_csv("train")
-
-    @property
-    def val_csv(self) -> Path:
-        return self.split_csv("val")
-
-    @property
-    def test_csv(self) -> Path:
-        return self.split_csv("test")
-
-    @property
-    def scalers_pkl(self) -> Path:
-        return self.data_dir / "scalers.pkl"
-
-    @property
-    def scalers_json(self) -> Path:
-        return self.data_dir / "scalers.json"
-
-    def sequences_file(self, split: str) -> Path:
-        """The windows of one split (train, val or test)."""
-        return self.data_dir / f"{split}_sequences.npz"
-
-    @property
-    def train_sequences(self) -> Path:
-        return self.sequences_file("train")
-
-    @property
-    def val_sequences(self) -> Path:
-        return self.sequences_file("val")
-
-    @property
-    def test_sequences(self) -> Path:
-        return self.sequences_file("test")
+    def artifacts(self) -> ArtifactStore:
+        """The store of every artifact from the frames to the sequences."""
+        return ArtifactStore(self.data_url or self.data_dir)
 
     @property
     def models(self) -> ArtifactStore:
         """The model versions' store."""
-        return ArtifactStore(self.models_url or self.data_dir / "models")
+        if self.models_url:
+            return ArtifactStore(self.models_url)
+        return ArtifactStore(f"{self.artifacts.location('models')}")
+
+    def local(self, name: str) -> Path:
+        """The local file of artifact `name`, for a store on a local disk (tools and tests);
+        `ValueError` for a store elsewhere, which has no local files."""
+        path = self.artifacts.local_path(name)
+        if path is None:
+            raise ValueError(f"{self.artifacts.url} is not on a local disk")
+        return path
 
     @property
     def train_checkpoint(self) -> Path:
+        """Scratch space of the training host: always local."""
         return self.data_dir / "checkpoints" / "trained_model.pt"
 
 

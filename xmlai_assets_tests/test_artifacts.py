@@ -2,6 +2,7 @@
 inside the store; the same on a local folder and on an fsspec URL (the in-memory filesystem,
 which takes the object-store code path: one PUT per object, exclusive create)."""
 
+import hashlib
 import multiprocessing
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,24 @@ def test_write_read_list_delete(store):
     with pytest.raises(FileNotFoundError):
         store.read_bytes("a/c.bin")
     assert store.location("a/b.json").endswith("store/a/b.json")
+
+
+def test_a_file_written_through_a_path_lands_whole_or_not_at_all(store):
+    with store.writing("t/table.csv") as tmp:
+        tmp.write_bytes(b"a,b\n1,2\n")
+        assert not store.exists("t/table.csv")  # nothing shows before the block ends
+    assert store.read_bytes("t/table.csv") == b"a,b\n1,2\n"
+    with pytest.raises(RuntimeError), store.writing("t/table.csv") as tmp:
+        tmp.write_bytes(b"torn")
+        raise RuntimeError("the writer failed")
+    assert store.read_bytes("t/table.csv") == b"a,b\n1,2\n"  # the old one stands
+    assert store.list("t") == ["table.csv"]  # and no temporary file beside it
+    with store.reading("t/table.csv") as path:
+        assert path.read_bytes() == b"a,b\n1,2\n" and path.name == "table.csv"
+    assert store.size("t/table.csv") == 8
+    assert store.sha256("t/table.csv") == hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    with pytest.raises(FileNotFoundError, match="t/none.csv"), store.reading("t/none.csv"):
+        pass
 
 
 def test_create_is_create_only(store):

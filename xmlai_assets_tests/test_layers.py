@@ -35,16 +35,16 @@ def test_the_code_location_loads_without_torch():
 
 
 def test_preprocessing_imports_neither_torch_nor_scikit_learn(tmp_path):
-    from xmlai_assets.paths import DataLayout
+    from xmlai_assets.paths import MASTER_CSV, DataLayout, sequences_npz
     from xmlai_assets_tests.features.frames_factory import make_master, write_master
 
     layout = DataLayout.at(tmp_path)
-    write_master(make_master(3, [40, 30, 20, 25, 35]), layout.master_csv)
+    write_master(make_master(3, [40, 30, 20, 25, 35]), layout.local(MASTER_CSV))
     run = (
         "from xmlai_assets.features.preprocess import preprocess\n"
         "from xmlai_assets.paths import DataLayout\n"
         f"preprocess(DataLayout.at({str(tmp_path)!r}), window=10, stride=8)\n"
     )
     loaded = loaded_after("xmlai_assets.definitions", then=run)
-    assert layout.sequences_file("test").exists()
+    assert layout.local(sequences_npz("test")).exists()
     assert "torch" not in loaded and "sklearn" not in loaded

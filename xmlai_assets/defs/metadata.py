@@ -11,9 +11,10 @@ from dagster._core.definitions.data_version import (
     DATA_VERSION_TAG,
 )
 
+from xmlai_assets.artifacts import ArtifactStore
 from xmlai_assets.features.preprocess import FileInfo
+from xmlai_assets.paths import ARTIFACTS, DataLayout
 from xmlai_assets.timeline.schema import COLUMNS, column_description
-from xmlai_assets.timeline.tables import file_sha256
 
 OWNERS = ["team:video-layout"]
 
@@ -34,7 +35,7 @@ def column_schema() -> dg.TableSchema:
 def file_metadata(info: FileInfo, prefix: str = "") -> dict[str, dg.MetadataValue]:
     """Where a written file is, how large, and its content hash."""
     return {
-        f"{prefix}path": dg.MetadataValue.path(str(info.path)),
+        f"{prefix}path": dg.MetadataValue.path(info.location),
         f"{prefix}size_bytes": dg.MetadataValue.int(info.size_bytes),
         f"{prefix}sha256": dg.MetadataValue.text(info.sha256),
     }
@@ -60,32 +61,39 @@ def observation_tags(version: str) -> dict[str, str]:
 
 
 def verified_sha256(
-    context: dg.OpExecutionContext, key: dg.AssetKey, path, field: str = "sha256"
+    context: dg.OpExecutionContext, key: dg.AssetKey, layout: DataLayout, field: str = "sha256"
 ) -> str:
-    """The sha256 that `key`'s latest materialization recorded for `path`, after checking the
-    file still has it: a truncated or replaced artifact stops the step with its reason instead
-    of being read."""
+    """The sha256 that `key`'s latest materialization recorded for its artifact, after checking
+    the artifact still has it: a truncated or replaced artifact stops the step with its reason
+    instead of being read."""
     event = context.instance.get_latest_materialization_event(key)
     recorded = event.asset_materialization.metadata.get(field) if event else None
     if recorded is None:
         raise dg.Failure(f"{key.to_user_string()} has no recorded materialization; materialize it")
+    store, name = layout.artifacts, ARTIFACTS[key.to_user_string()][0]
     try:
-        actual = file_sha256(path)
+        actual = store.sha256(name)
     except OSError as exc:
-        raise dg.Failure(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise dg.Failure(f"{store.location(name)}: cannot read ({exc.strerror or exc})") from exc
     if actual != recorded.value:
         raise dg.Failure(
-            f"{path} is not the file {key.to_user_string()} wrote (sha256 {actual[:12]}..., "
-            f"recorded {recorded.value[:12]}...): it was cut short or replaced since; "
-            f"materialize {key.to_user_string()} again"
+            f"{store.location(name)} is not the file {key.to_user_string()} wrote (sha256 "
+            f"{actual[:12]}..., recorded {recorded.value[:12]}...): it was cut short or replaced "
+            f"since; materialize {key.to_user_string()} again"
         )
     return actual
 
 
-def csv_preview(path, columns: int = 12, rows: int = 5) -> dg.MetadataValue:
-    """The first rows and columns of a CSV as a Markdown table."""
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        lines = [line[:columns] for line in itertools.islice(csv.reader(fh), rows + 1)]
+def csv_preview(
+    store: ArtifactStore, name: str, columns: int = 12, rows: int = 5
+) -> dg.MetadataValue:
+    """The first rows and columns of a CSV artifact as a Markdown table (from its first 64 KiB;
+    a cut-off last line is left out)."""
+    head = store.read_bytes(name, limit=1 << 16).decode("utf-8", errors="replace")
+    complete = head.splitlines(keepends=True)
+    if complete and not complete[-1].endswith("\n"):
+        complete.pop()
+    lines = [line[:columns] for line in itertools.islice(csv.reader(complete), rows + 1)]
     if not lines:
         return dg.MetadataValue.md("(empty)")
     header, body = lines[0], lines[1:]

@@ -25,24 +25,34 @@ class DataPaths(dg.ConfigurableResource):
 
     data_dir: str
     timelines_dir: str | None = None
+    data_url: str | None = pydantic.Field(
+        default=None,
+        description="Where the artifacts (frames, CSVs, scalers, sequences) are written and "
+        "read: a folder or an fsspec URL (s3://bucket/xmlai) that every worker sees; unset, the "
+        "data folder.",
+    )
     models_url: str | None = pydantic.Field(
         default=None,
         description="Where model versions are written and read: a folder or an fsspec URL "
-        "(s3://bucket/models) shared by every trainer; unset, models/ in the data folder.",
+        "(s3://bucket/models) shared by every trainer; unset, models/ in the artifact store.",
     )
 
     @classmethod
-    def from_env(cls) -> "DataPaths":
-        layout = DataLayout.from_env()
+    def of(cls, layout: DataLayout) -> "DataPaths":
         return cls(
             data_dir=str(layout.data_dir),
             timelines_dir=str(layout.timelines_dir),
+            data_url=layout.data_url,
             models_url=layout.models_url,
         )
 
+    @classmethod
+    def from_env(cls) -> "DataPaths":
+        return cls.of(DataLayout.from_env())
+
     @property
     def layout(self) -> DataLayout:
-        return DataLayout.at(self.data_dir, self.timelines_dir, self.models_url)
+        return DataLayout.at(self.data_dir, self.timelines_dir, self.models_url, self.data_url)
 
 
 TRAIN_COMMAND_ENV = "XMLAI_TRAIN_COMMAND"

@@ -1,17 +1,19 @@
-"""The preprocessing steps over a data folder: master CSV → split → scalers → sequences.
+"""The preprocessing steps over the artifact store: master CSV → split → scalers → sequences.
 
-Each step reads its inputs from the folder, writes its artifacts atomically and returns a
-summary for logs and metadata. The Dagster assets call these, and so can a plain script.
+Each step reads its inputs from the store, writes its artifacts whole and returns a summary for
+logs and metadata. The Dagster assets call these, and so can a plain script.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from xmlai_assets.artifacts import ArtifactStore
 from xmlai_assets.features.frames import load_track_frames
 from xmlai_assets.features.scalers import (
     ScalerKind,
@@ -20,7 +22,7 @@ from xmlai_assets.features.scalers import (
     load_scalers,
     normalize,
     read_active_entries,
-    save_scalers,
+    scalers_files,
 )
 from xmlai_assets.features.split import (
     DEFAULT_TEST_FRACTION,
@@ -32,7 +34,14 @@ from xmlai_assets.features.split import (
     write_split_csvs,
 )
 from xmlai_assets.features.windows import cut_windows, sequence_stats, write_npz
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import (
+    MASTER_CSV,
+    SCALERS_JSON,
+    SCALERS_PKL,
+    DataLayout,
+    sequences_npz,
+    split_csv,
+)
 from xmlai_assets.timeline.tables import file_sha256
 
 # Bump when a change here changes the bytes of a split, the scalers or the sequences.
@@ -41,14 +50,20 @@ FEATURES_VERSION = "4"
 
 @dataclass(frozen=True)
 class FileInfo:
-    path: Path
+    """An artifact as written: where it is (a path or a URL), its size and content hash."""
+
+    location: str
     size_bytes: int
     sha256: str
 
     @classmethod
-    def of(cls, path: str | os.PathLike[str]) -> FileInfo:
-        path = Path(path)
-        return cls(path, path.stat().st_size, file_sha256(path))
+    def written(cls, store: ArtifactStore, name: str, local: str | os.PathLike[str]) -> FileInfo:
+        """`name` in `store`, described from `local`, the file that was uploaded as it."""
+        return cls(store.location(name), os.stat(local).st_size, file_sha256(local))
+
+    @classmethod
+    def of_bytes(cls, store: ArtifactStore, name: str, data: bytes) -> FileInfo:
+        return cls(store.location(name), len(data), hashlib.sha256(data).hexdigest())
 
 
 @dataclass
@@ -85,37 +100,43 @@ def split_master(
     seed: int = 0,
 ) -> SplitSummary:
     """master_training_data.csv → train_data.csv, val_data.csv and test_data.csv, by video."""
-    rows = read_video_ids(layout.master_csv)
-    split = split_videos(rows, val_fraction, test_fraction, seed)
-    write_split_csvs(layout.master_csv, split, {name: layout.split_csv(name) for name in SPLITS})
+    store = layout.artifacts
+    with store.reading(MASTER_CSV) as master, ExitStack() as stack:
+        rows = read_video_ids(master)
+        split = split_videos(rows, val_fraction, test_fraction, seed)
+        # every split file is committed only when all three are complete
+        tmps = {name: stack.enter_context(store.writing(split_csv(name))) for name in SPLITS}
+        write_split_csvs(master, split, tmps)
+        files = {name: FileInfo.written(store, split_csv(name), tmps[name]) for name in SPLITS}
     rows_per_video = {name: {v: rows[v] for v in ids} for name, ids in split.by_name().items()}
     return SplitSummary(
         split=split,
         rows={name: sum(counts.values()) for name, counts in rows_per_video.items()},
         rows_per_video=rows_per_video,
-        files={name: FileInfo.of(layout.split_csv(name)) for name in SPLITS},
+        files=files,
     )
 
 
 def fit_train_scalers(layout: DataLayout, kind: ScalerKind = "standard") -> ScalerSummary:
     """train_data.csv → scalers.pkl and scalers.json (active entries of the training split)."""
-    entries, rows, videos = read_active_entries(layout.train_csv)
+    store = layout.artifacts
+    with store.reading(split_csv("train")) as train:
+        entries, rows, videos = read_active_entries(train)
     scalers = fit_scalers(entries, kind)
     stats = describe_scalers(scalers, entries)
     fitted_on = {"split": "train", "rows": rows, "videos": videos}
-    save_scalers(
-        scalers,
-        layout.scalers_pkl,
-        layout.scalers_json,
-        {"kind": kind, "fitted_on": fitted_on, "params": stats},
+    pickled, text = scalers_files(
+        scalers, SCALERS_PKL, {"kind": kind, "fitted_on": fitted_on, "params": stats}
     )
+    store.write_bytes(SCALERS_PKL, pickled)
+    store.write_bytes(SCALERS_JSON, text)
     return ScalerSummary(
         kind=kind,
         stats=stats,
         rows=fitted_on["rows"],
         videos=fitted_on["videos"],
-        pickle=FileInfo.of(layout.scalers_pkl),
-        json=FileInfo.of(layout.scalers_json),
+        pickle=FileInfo.of_bytes(store, SCALERS_PKL, pickled),
+        json=FileInfo.of_bytes(store, SCALERS_JSON, text),
     )
 
 
@@ -123,19 +144,22 @@ def build_sequences(
     layout: DataLayout, window: int = 100, stride: int = 80
 ) -> dict[str, SequenceSummary]:
     """Each split's CSV and the scalers → its sequences file (train_sequences.npz, ...)."""
-    scalers = load_scalers(layout.scalers_json)
+    store = layout.artifacts
+    scalers = load_scalers(store.read_bytes(SCALERS_JSON), store.location(SCALERS_JSON))
     summaries = {}
     for split in SPLITS:
-        npz = layout.sequences_file(split)
-        frames = load_track_frames(layout.split_csv(split), np.float32)
+        with store.reading(split_csv(split)) as csv:
+            frames = load_track_frames(csv, np.float32)
         encoded = normalize(frames.values, scalers, copy=False)
         seq = cut_windows(frames, encoded, window, stride)
         del frames, encoded
-        write_npz(seq, npz)
+        with store.writing(sequences_npz(split)) as tmp:
+            write_npz(seq, tmp)
+            file = FileInfo.written(store, sequences_npz(split), tmp)
         summaries[split] = SequenceSummary(
             shapes={name: list(array.shape) for name, array in seq.arrays().items()},
             stats=sequence_stats(seq),
-            file=FileInfo.of(npz),
+            file=file,
             nbytes=seq.nbytes,
             video_ids=sorted(set(seq.video_ids.tolist())),
         )

@@ -15,12 +15,10 @@ import math
 import os
 import pickle
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 
-from xmlai_assets.atomic import atomic_write_bytes
 from xmlai_assets.features.frames import DataFileError, iter_batches
 from xmlai_assets.timeline.schema import (
     ACTIVE,
@@ -176,35 +174,29 @@ def describe_scalers(scalers: Scalers, entries: Mapping[str, np.ndarray]) -> dic
     return stats
 
 
-def save_scalers(
-    scalers: Scalers,
-    pkl_path: str | os.PathLike[str],
-    json_path: str | os.PathLike[str],
-    description: Mapping,
-) -> tuple[bytes, bytes]:
-    """Write the pickle and its readable JSON (with the pickle's hash) atomically; return both."""
+def scalers_files(scalers: Scalers, pickle_name: str, description: Mapping) -> tuple[bytes, bytes]:
+    """The pickle of the fitted scalers and its readable JSON (naming the pickle and its hash):
+    the two files of the `scalers` asset, as bytes."""
     pickled = pickle.dumps(dict(scalers), protocol=5)
     doc = {
         "format": "z = (x - center) / scale, per parameter, pooled over tracks V1..V20",
-        "pickle": Path(pkl_path).name,
+        "pickle": pickle_name,
         "pickle_sha256": hashlib.sha256(pickled).hexdigest(),
         **description,
     }
-    text = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-    atomic_write_bytes(pkl_path, pickled)
-    atomic_write_bytes(json_path, text)
-    return pickled, text
+    return pickled, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
-def load_scalers(json_path: str | os.PathLike[str]) -> dict[str, AffineScaler]:
-    """The scalers of `scalers.json`, rebuilt from its numbers. `scalers.pkl` is written for
-    tools that want the objects and never loaded: unpickling a file can run code."""
+def load_scalers(text: bytes | str, origin: str = "scalers.json") -> dict[str, AffineScaler]:
+    """The scalers of a `scalers.json` (its bytes; `origin` names it in errors), rebuilt from
+    its numbers. `scalers.pkl` is written for tools that want the objects and never loaded:
+    unpickling a file can run code."""
     try:
-        params = json.loads(Path(json_path).read_text())["params"]
+        params = json.loads(text)["params"]
         scalers = {
             p: AffineScaler(float(params[p]["center"]), float(params[p]["scale"]))
             for p in CONTINUOUS_PARAMS
         }
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataFileError(json_path, f"not a scalers file of this pipeline ({exc})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataFileError(origin, f"not a scalers file of this pipeline ({exc})") from exc
     return scalers

@@ -16,11 +16,9 @@ import pyarrow.compute as pc
 
 from xmlai_assets.atomic import atomic_path
 from xmlai_assets.features.frames import DataFileError, iter_batches, read_columns
+from xmlai_assets.paths import SPLITS
 from xmlai_assets.timeline.tables import csv_writer
 
-# The splits, in the order their files are written: the model learns from `train`, stops early
-# and is promoted on `val`, and its scorecard is reported on `test`, which nothing chose on.
-SPLITS = ("train", "val", "test")
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_TEST_FRACTION = 0.15
 

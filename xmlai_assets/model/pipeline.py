@@ -24,7 +24,6 @@ import numpy as np
 import sklearn
 import torch
 
-from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES, MODEL_VERSION
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
 from xmlai_assets.model.evaluate import (
@@ -46,9 +45,8 @@ from xmlai_assets.model.store import (
 )
 from xmlai_assets.model.train import EpochRecord, TrainConfig, TrainResult, train
 from xmlai_assets.model.transformer import count_parameters
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import SCALERS_JSON, SPLITS, DataLayout, sequences_npz
 from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
-from xmlai_assets.timeline.tables import file_sha256
 
 
 @dataclass
@@ -101,8 +99,15 @@ class ModelSummary:
 
 def input_versions(layout: DataLayout) -> dict[str, str]:
     """Content hashes of what training reads."""
-    versions = {f"{split}_sequences": file_sha256(layout.sequences_file(split)) for split in SPLITS}
-    return versions | {"scalers": file_sha256(layout.scalers_json)}
+    store = layout.artifacts
+    versions = {f"{split}_sequences": store.sha256(sequences_npz(split)) for split in SPLITS}
+    return versions | {"scalers": store.sha256(SCALERS_JSON)}
+
+
+def read_split(layout: DataLayout, split: str) -> MultiTrackDataset:
+    """The windows of one split, from the artifact store."""
+    with layout.artifacts.reading(sequences_npz(split)) as path:
+        return MultiTrackDataset.from_npz(path)
 
 
 def loss_curve(history: list[EpochRecord], best_epoch: int) -> bytes:
@@ -207,8 +212,8 @@ def fit_model(
     log: Callable[[str], None] = print,
     extra_metadata: dict | None = None,
 ) -> ModelSummary:
-    train_data = MultiTrackDataset.from_npz(layout.train_sequences)
-    val_data = MultiTrackDataset.from_npz(layout.val_sequences)
+    train_data, val_data, test_data = (read_split(layout, split) for split in SPLITS)
+    scalers_json = layout.artifacts.read_bytes(SCALERS_JSON)
     data_versions = input_versions(layout)
     data_key = hashlib.sha256(json.dumps(data_versions, sort_keys=True).encode()).hexdigest()
     result = train(
@@ -220,7 +225,7 @@ def fit_model(
         log=log,
     )
 
-    scalers = json.loads(layout.scalers_json.read_text())["params"]
+    scalers = json.loads(scalers_json)["params"]
     value_scale = {param: stats["scale"] for param, stats in scalers.items()}
     priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
 
@@ -248,7 +253,6 @@ def fit_model(
     generation = champion_generation(layout.models)
     validation_metrics, current, note = scorecard(val_data)
     promotion = decide_promotion(validation_metrics, current, note)
-    test_data = MultiTrackDataset.from_npz(layout.test_sequences)
     if len(test_data):
         metrics, scored_on = scorecard(test_data)[0], "test"
     else:
@@ -289,7 +293,7 @@ def fit_model(
         result.model,
         config={"train": config.as_dict(), "class_weights": class_weights},
         metadata=metadata,
-        scalers_json=layout.scalers_json,
+        scalers_json=scalers_json,
         extra_files={"loss_curve.png": png},
     )
     if promotion.promoted:

@@ -26,7 +26,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,7 +114,7 @@ def save_version(
     *,
     config: dict,
     metadata: dict,
-    scalers_json: str | os.PathLike[str],
+    scalers_json: bytes,
     extra_files: dict[str, bytes] | None = None,
 ) -> SavedVersion:
     """Claim the next free version number, write the version's files, then commit it."""
@@ -125,7 +124,7 @@ def save_version(
     files = {
         WEIGHTS: save_safetensors(weights, metadata={"format": "pt"}),
         "config.json": _json_bytes({"model": model.config.as_dict(), **config}),
-        "scalers.json": Path(scalers_json).read_bytes(),
+        "scalers.json": scalers_json,
         **(extra_files or {}),
     }
     name = _claim(store)

@@ -3,7 +3,7 @@ through Dagster Pipes when a training command is configured (`XMLAI_TRAIN_COMMAN
 
     python -m xmlai_assets.remote.train      (started by Dagster, never by hand)
 
-It reads the data folder and the settings from the Pipes extras, trains and writes the model
+It reads where the artifacts are and the settings from the Pipes extras, trains and writes the model
 version exactly as the in-process step does (`model.pipeline.fit_model`), streams each log line
 to the Dagster run, and sends the summary the asset's metadata is made of as one custom message.
 It needs `dagster-pipes`, torch and this package's pure modules, not Dagster.
@@ -25,7 +25,11 @@ def main() -> None:
         extras = pipes.extras
         try:
             summary = fit_model(
-                DataLayout.at(extras["data_dir"], models_url=extras.get("models_url")),
+                DataLayout.at(
+                    extras["data_dir"],
+                    models_url=extras.get("models_url"),
+                    data_url=extras.get("data_url"),
+                ),
                 TrainConfig.from_dict(extras["settings"]),
                 log=pipes.log.info,
                 extra_metadata=extras.get("extra_metadata"),

@@ -12,10 +12,15 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
-from xmlai_assets.atomic import atomic_write_bytes
-from xmlai_assets.paths import DataLayout, UnsafeTimelineKey, list_timeline_files
+from xmlai_assets.paths import (
+    MASTER_CSV,
+    DataLayout,
+    UnsafeTimelineKey,
+    frames_parquet,
+    frames_report,
+    list_timeline_files,
+)
 from xmlai_assets.timeline.parser import DEFAULT_MAX_SECONDS, parse_timeline_with_info
 from xmlai_assets.timeline.tables import (
     concat_frames,
@@ -32,8 +37,9 @@ log = logging.getLogger(__name__)
 PARSER_VERSION = "2"
 
 
-def _write_report(path: Path, report: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+def _write_report(layout: DataLayout, name: str, report: dict) -> None:
+    text = (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()
+    layout.artifacts.write_bytes(frames_report(name), text)
 
 
 def ingest_timeline_file(
@@ -68,14 +74,16 @@ def ingest_timeline_file(
             source, sample_rate_hz=sample_rate_hz, max_seconds=max_seconds, data=data
         )
         del data
-        write_frames(df, layout.frames_file(name))
+        with layout.artifacts.writing(frames_parquet(name)) as tmp:
+            write_frames(df, tmp)
+            frames_sha256 = file_sha256(tmp)
     except Exception as exc:  # noqa: BLE001 - one file's failure of any kind is reported
         reason = failure_reason(exc)
         log.warning("%s: %s", name, reason)
         try:
-            layout.frames_file(name).unlink(missing_ok=True)
+            layout.artifacts.delete(frames_parquet(name))
             report.update(status="failed", reason=reason)
-            _write_report(layout.frames_report(name), report)
+            _write_report(layout, name, report)
         except OSError as exc2:  # e.g. the disk is full: the report says so where it can
             log.error("%s: cannot record the failure (%s)", name, exc2)
             report.update(status="failed", reason=f"{reason}; report not written ({exc2})")
@@ -85,10 +93,10 @@ def ingest_timeline_file(
     report.update(
         status="ok",
         rows=len(df),
-        frames_sha256=file_sha256(layout.frames_file(name)),
+        frames_sha256=frames_sha256,
         timeline=info.as_dict(),
     )
-    _write_report(layout.frames_report(name), report)
+    _write_report(layout, name, report)
     return report
 
 
@@ -160,9 +168,8 @@ def is_current(report: dict | None, xml_sha256: str | None) -> bool:
 
 
 def read_report(layout: DataLayout, name: str) -> dict | None:
-    path = layout.frames_report(name)
     try:
-        report = json.loads(path.read_text())
+        report = json.loads(layout.artifacts.read_bytes(frames_report(name)))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -231,13 +238,14 @@ def build_master_csv(
     `sha256`) was made from and the CSV on disk still has that hash, it is not written again.
     """
     summary = MasterSummary(rows=0, rows_per_video={})
+    store = layout.artifacts
     owners: dict[str, str] = {}  # case-folded video id -> the file that has it
     included: list[str] = []
     inputs = hashlib.sha256()
     for name in sorted(names):
         report = read_report(layout, name)
-        frames = layout.frames_file(name)
-        if report is None or (report["status"] == "ok" and not frames.exists()):
+        frames = frames_parquet(name)
+        if report is None or (report["status"] == "ok" and not store.exists(frames)):
             summary.missing.append(name)
             continue
         if report["status"] != "ok":
@@ -251,7 +259,7 @@ def build_master_csv(
                 "case or extension); rename one of them"
             )
             continue
-        if file_sha256(frames) != report["frames_sha256"]:
+        if store.sha256(frames) != report["frames_sha256"]:
             summary.failed[name] = "its frames table changed since it was written; parse it again"
             continue
         owners[video_id.casefold()] = name
@@ -265,15 +273,19 @@ def build_master_csv(
     unchanged = (
         previous is not None
         and previous.get("inputs") == summary.inputs
-        and layout.master_csv.is_file()
-        and (on_disk := file_sha256(layout.master_csv)) == previous.get("sha256")
+        and store.exists(MASTER_CSV)
+        and (on_disk := store.sha256(MASTER_CSV)) == previous.get("sha256")
     )
     if not unchanged:
-        master = concat_frames(read_frames(layout.frames_file(name)) for name in included)
-        write_csv(master, layout.master_csv)
-        del master
-        on_disk = file_sha256(layout.master_csv)
+        tables = []
+        for name in included:
+            with store.reading(frames_parquet(name)) as path:
+                tables.append(read_frames(path))
+        with store.writing(MASTER_CSV) as tmp:
+            write_csv(concat_frames(tables), tmp)
+            on_disk = file_sha256(tmp)
+        del tables
     summary.rewritten = not unchanged
     summary.sha256 = on_disk
-    summary.size_bytes = layout.master_csv.stat().st_size
+    summary.size_bytes = store.size(MASTER_CSV)
     return summary

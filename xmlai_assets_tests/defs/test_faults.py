@@ -18,7 +18,7 @@ from dagster._core.instance.ref import InstanceRef
 from xmlai_assets.cli import run_pipeline
 from xmlai_assets.definitions import build_definitions
 from xmlai_assets.defs.partitions import sync_timeline_partitions
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import MASTER_CSV, SCALERS_PKL, DataLayout, sequences_npz, split_csv
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import ingest as ingest_module
 from xmlai_assets.timeline import parse_timeline
@@ -72,7 +72,7 @@ def test_good_files_survive_hostile_vanishing_and_oddly_named_neighbours(tmp_pat
         assert run_pipeline(
             layout, instance, {"ops": {"trained_model": {"config": {**TINY_TRAIN, "epochs": 1}}}}
         )
-        master = pd.read_csv(layout.master_csv)
+        master = pd.read_csv(layout.local(MASTER_CSV))
         assert master.groupby("video_id").size().to_dict() == good
         failed = materialization(instance, "master_training_data")["failed_files"]
         assert set(failed) == set(bad) | {vanishing.name}
@@ -160,12 +160,17 @@ def test_two_runs_of_the_same_assets_at_once_both_finish_and_corrupt_nothing(
         assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-3000:]
     # both wrote the same bytes in turn; the files are whole and pass their checks
     outputs = {
-        p: p.read_bytes() for p in (layout.train_csv, layout.train_sequences, layout.scalers_pkl)
+        p: p.read_bytes()
+        for p in (
+            layout.local(split_csv("train")),
+            layout.local(sequences_npz("train")),
+            layout.local(SCALERS_PKL),
+        )
     }
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
         assert {p: p.read_bytes() for p in outputs} == outputs
-    with np.load(layout.train_sequences) as data:
+    with np.load(layout.local(sequences_npz("train"))) as data:
         assert data["sequences"].shape[1:] == (100, 180)
     assert sorted(
         p.name for p in layout.models.local_path().iterdir() if p.name.startswith("v")
@@ -188,11 +193,11 @@ def test_a_rerun_with_unchanged_inputs_leaves_training_up_to_date(small_layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, config)
         files = [
-            layout.master_csv,
-            layout.train_csv,
-            layout.val_csv,
-            layout.train_sequences,
-            layout.val_sequences,
+            layout.local(MASTER_CSV),
+            layout.local(split_csv("train")),
+            layout.local(split_csv("val")),
+            layout.local(sequences_npz("train")),
+            layout.local(sequences_npz("val")),
         ]
         before = {p: p.read_bytes() for p in files}
         assert run_pipeline(layout, instance, train=False)

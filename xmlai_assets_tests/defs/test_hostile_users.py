@@ -21,7 +21,7 @@ from xmlai_assets.definitions import build_definitions
 from xmlai_assets.defs.resources import WRITER_POOLS, DataPaths
 from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.store import ModelStoreError, champion, load_model
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import MASTER_CSV, DataLayout, frames_parquet
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline.ingest import ingest_timeline_file
 from xmlai_assets_tests.defs.test_ingest_assets import partition_status
@@ -92,7 +92,7 @@ def test_path_keys_and_links_read_and_write_nothing_outside_the_folders(layout, 
             "good1.xml",
             "good2.xml",
         }
-        master = pd.read_csv(layout.master_csv)
+        master = pd.read_csv(layout.local(MASTER_CSV))
         assert set(master["video_id"]) == {"good0", "good1", "good2"}
     assert snapshot(outside) == before
 
@@ -122,7 +122,7 @@ def test_long_names_and_case_twins_neither_crash_nor_merge(layout):
     twin.write_bytes(generate_timeline(6, seconds=5, name="good0").to_xml())
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
-        master = pd.read_csv(layout.master_csv)
+        master = pd.read_csv(layout.local(MASTER_CSV))
         assert "l" * 246 in set(master["video_id"])
         md = instance.get_latest_materialization_event(dg.AssetKey("master_training_data"))
         failed = md.asset_materialization.metadata["failed_files"].data
@@ -131,7 +131,7 @@ def test_long_names_and_case_twins_neither_crash_nor_merge(layout):
         kept = "good0.XML" if refused == "good0.xml" else "good0.xml"
         assert "already taken" in failed[refused]
         assert (master["video_id"] == "good0").sum() == len(
-            pd.read_parquet(layout.frames_file(kept))
+            pd.read_parquet(layout.local(frames_parquet(kept)))
         )
         assert long_name in instance.get_dynamic_partitions("timeline_files")
     assert all(len(p.name.encode()) <= 255 for p in layout.data_dir.rglob("*"))
@@ -140,8 +140,8 @@ def test_long_names_and_case_twins_neither_crash_nor_merge(layout):
 def test_a_truncated_master_is_refused_by_its_recorded_hash(layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
-        lines = layout.master_csv.read_bytes().splitlines(keepends=True)
-        layout.master_csv.write_bytes(b"".join(lines[: len(lines) // 2]))  # cut at a row end
+        lines = layout.local(MASTER_CSV).read_bytes().splitlines(keepends=True)
+        layout.local(MASTER_CSV).write_bytes(b"".join(lines[: len(lines) // 2]))  # cut at a row end
         result = job_for(layout).execute_in_process(
             instance=instance,
             asset_selection=[dg.AssetKey(f"{split}_data") for split in SPLITS],
@@ -222,7 +222,7 @@ def test_a_killed_command_line_run_is_marked_failed_and_its_temp_files_removed(l
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
         assert fail_orphaned_runs(instance) == [run.run_id]
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
-    frames = layout.frames_dir
+    frames = layout.local("frames")
     frames.mkdir(parents=True)
     stale = frames / f".x.parquet.{gone.pid}.abcd{TEMP_SUFFIX}"
     live = frames / f".y.parquet.{os.getpid()}.abcd{TEMP_SUFFIX}"

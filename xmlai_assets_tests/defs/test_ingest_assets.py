@@ -7,7 +7,7 @@ import pytest
 from xmlai_assets.cli import run_pipeline
 from xmlai_assets.definitions import build_definitions
 from xmlai_assets.defs.resources import DataPaths
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import MASTER_CSV, DataLayout, frames_parquet
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import COLUMNS
 from xmlai_assets_tests.timeline.hostile import SECRET, hostile_files
@@ -50,10 +50,10 @@ def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
     good = ["good 0 ø.xml", "good 1 ø.xml", "good 2 ø.xml"]
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
-        master = pd.read_csv(layout.master_csv)
+        master = pd.read_csv(layout.local(MASTER_CSV))
         assert list(master.columns) == list(COLUMNS)
         assert sorted(master["video_id"].unique()) == ["good 0 ø", "good 1 ø", "good 2 ø"]
-        assert SECRET not in layout.master_csv.read_text()
+        assert SECRET not in layout.local(MASTER_CSV).read_text()
 
         md = metadata(instance, "master_training_data")
         assert md["dagster/row_count"].value == len(master)
@@ -66,7 +66,7 @@ def test_materialize_ingest_writes_the_csv_and_its_metadata(layout):
         assert [c.name for c in md["dagster/column_schema"].schema.columns] == list(COLUMNS)
         assert all(c.description for c in md["dagster/column_schema"].schema.columns)
         assert md["preview"].value.startswith("| video_id | source_video_name | time |")
-        assert md["size_bytes"].value == layout.master_csv.stat().st_size
+        assert md["size_bytes"].value == layout.local(MASTER_CSV).stat().st_size
 
         # each good file is a materialized partition carrying its own rows, not the run's
         materialized, failed = partition_status(instance)
@@ -104,8 +104,8 @@ def test_a_file_whose_declared_length_is_overridden_says_so(layout, tmp_path):
 def test_rerun_with_unchanged_inputs_gives_identical_bytes_and_parses_nothing(layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
-        first = layout.master_csv.read_bytes()
-        frames = {p.name: p.read_bytes() for p in layout.frames_dir.iterdir()}
+        first = layout.local(MASTER_CSV).read_bytes()
+        frames = {p.name: p.read_bytes() for p in layout.local("frames").iterdir()}
         v1 = metadata(instance, "master_training_data")["sha256"].value
         parses = len(
             instance.fetch_materializations(dg.AssetKey("timeline_frames"), limit=100).records
@@ -113,8 +113,8 @@ def test_rerun_with_unchanged_inputs_gives_identical_bytes_and_parses_nothing(la
         assert run_pipeline(layout, instance, train=False)
         again = instance.fetch_materializations(dg.AssetKey("timeline_frames"), limit=100)
         assert len(again.records) == parses
-        assert layout.master_csv.read_bytes() == first
-        assert {p.name: p.read_bytes() for p in layout.frames_dir.iterdir()} == frames
+        assert layout.local(MASTER_CSV).read_bytes() == first
+        assert {p.name: p.read_bytes() for p in layout.local("frames").iterdir()} == frames
         assert metadata(instance, "master_training_data")["sha256"].value == v1
         assert not [p for p in layout.data_dir.rglob("*.tmp")]
 
@@ -126,9 +126,9 @@ def test_removed_file_leaves_the_master_and_a_broken_file_drops_stale_frames(lay
         (layout.timelines_dir / "good 0 ø.xml").unlink()
         (layout.timelines_dir / "good 1 ø.xml").write_text("<xmeml><broken")
         assert run_pipeline(layout, instance, train=False)
-        master = pd.read_csv(layout.master_csv)
+        master = pd.read_csv(layout.local(MASTER_CSV))
         assert sorted(master["video_id"].unique()) == ["good 2 ø", "good 3 ø"]
-        assert not layout.frames_file("good 1 ø.xml").exists()
+        assert not layout.local(frames_parquet("good 1 ø.xml")).exists()
 
 
 def test_definitions_load_with_the_ingest_lineage():

@@ -13,7 +13,14 @@ from xmlai_assets.defs.ingest import assets as ingest_assets
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.split import SPLITS
 from xmlai_assets.features.windows import read_npz
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import (
+    MASTER_CSV,
+    SCALERS_JSON,
+    SCALERS_PKL,
+    DataLayout,
+    sequences_npz,
+    split_csv,
+)
 from xmlai_assets.synth import generate_timeline
 
 PREPROCESS = (
@@ -48,16 +55,18 @@ def check_result(instance, asset, name):
 
 
 def artifacts(layout):
-    paths = [layout.scalers_pkl, layout.scalers_json]
-    paths += [layout.split_csv(s) for s in SPLITS] + [layout.sequences_file(s) for s in SPLITS]
+    paths = [layout.local(SCALERS_PKL), layout.local(SCALERS_JSON)]
+    paths += [layout.local(split_csv(s)) for s in SPLITS] + [
+        layout.local(sequences_npz(s)) for s in SPLITS
+    ]
     return {p.name: p.read_bytes() for p in paths}
 
 
 def test_materialize_from_xml_to_sequences(layout):
     with dg.instance_for_test() as instance:
         assert run_pipeline(layout, instance, train=False)
-        master = pd.read_csv(layout.master_csv)
-        sides = {split: pd.read_csv(layout.split_csv(split)) for split in SPLITS}
+        master = pd.read_csv(layout.local(MASTER_CSV))
+        sides = {split: pd.read_csv(layout.local(split_csv(split))) for split in SPLITS}
         train, val, test = (sides[split] for split in SPLITS)
         assert sum(map(len, sides.values())) == len(master)
         videos = [set(side["video_id"]) for side in sides.values()]
@@ -81,12 +90,12 @@ def test_materialize_from_xml_to_sequences(layout):
         )
         assert stats["scale"]["count"] == len(scale)
         assert stats["scale"]["center"] == pytest.approx(scale.mean())
-        doc = json.loads(layout.scalers_json.read_text())
+        doc = json.loads(layout.local(SCALERS_JSON).read_text())
         assert doc["params"]["scale"]["scale"] == pytest.approx(scale.std())
         assert doc["fitted_on"] == {"split": "train", "rows": len(train), "videos": 4}
 
         for split, frame in sides.items():
-            seq = read_npz(layout.sequences_file(split))
+            seq = read_npz(layout.local(sequences_npz(split)))
             m = md[f"{split}_sequences"]
             assert seq.sequences.shape[1:] == (100, 180)
             assert m["shapes"].value["sequences"] == list(seq.sequences.shape)
@@ -101,7 +110,7 @@ def test_materialize_from_xml_to_sequences(layout):
             }
             assert sum(m["asset_histogram"].value.values()) == int(active.sum())
             assert sorted(set(seq.video_ids)) == sorted(frame["video_id"].unique())
-            assert m["size_bytes"].value == layout.sequences_file(split).stat().st_size
+            assert m["size_bytes"].value == layout.local(sequences_npz(split)).stat().st_size
 
 
 def test_rerun_gives_identical_bytes_and_data_versions(layout):
@@ -137,7 +146,7 @@ def test_configured_split_and_windows_are_used_and_checked(layout):
         assert len(metadata(instance, "test_data")["video_ids"].value) == 1
         assert len(metadata(instance, "val_data")["video_ids"].value) == 3
         assert metadata(instance, "scalers")["kind"].value == "minmax"
-        assert read_npz(layout.val_sequences).sequences.shape[1:] == (20, 180)
+        assert read_npz(layout.local(sequences_npz("val"))).sequences.shape[1:] == (20, 180)
         assert check_result(instance, "val_sequences", "split_as_configured").passed
         assert check_result(instance, "train_sequences", "sequences_well_formed").passed
 
@@ -157,9 +166,9 @@ def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatc
 
     def build_then_break(layout, names, previous=None):
         summary = real_build(layout, names, previous)
-        df = pd.read_csv(layout.master_csv)
+        df = pd.read_csv(layout.local(MASTER_CSV))
         df.loc[3, "target_v1_crop_l"] = 150.0
-        df.to_csv(layout.master_csv, index=False)
+        df.to_csv(layout.local(MASTER_CSV), index=False)
         return summary
 
     monkeypatch.setattr(ingest_assets, "build_master_csv", build_then_break)
@@ -178,7 +187,10 @@ def test_a_failing_blocking_check_stops_everything_downstream(layout, monkeypatc
         assert metadata(instance, "master_training_data") is not None
         for key in (*PREPROCESS, "trained_model"):
             assert metadata(instance, key) is None, key
-        assert not layout.train_csv.exists() and not layout.train_sequences.exists()
+        assert (
+            not layout.local(split_csv("train")).exists()
+            and not layout.local(sequences_npz("train")).exists()
+        )
         assert not layout.models.local_path().exists()
 
 

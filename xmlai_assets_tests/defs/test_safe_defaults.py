@@ -44,7 +44,9 @@ def test_model_weights_are_safetensors_that_hold_only_tensors(tmp_path):
     model = MultiTrackTransformer(ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32))
     scalers = tmp_path / "scalers.json"
     scalers.write_text("{}")
-    saved = save_version(tmp_path / "models", model, config={}, metadata={}, scalers_json=scalers)
+    saved = save_version(
+        tmp_path / "models", model, config={}, metadata={}, scalers_json=scalers.read_bytes()
+    )
     folder = Path(saved.location)
     with safe_open(folder / "model.safetensors", framework="pt") as weights:
         assert set(weights.keys()) == set(model.state_dict())

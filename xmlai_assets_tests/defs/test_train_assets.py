@@ -11,7 +11,7 @@ from xmlai_assets.definitions import build_definitions
 from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES
 from xmlai_assets.model.store import champion, load_model, predict, versions
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import DataLayout, split_csv
 from xmlai_assets.synth import generate_timeline
 
 TINY = {
@@ -85,7 +85,11 @@ def test_xml_to_model_version(tmp_path):
 
         loaded = load_model("v0001", layout.models.local_path())
         window = np.loadtxt(
-            layout.val_csv, delimiter=",", skiprows=1, max_rows=20, usecols=range(3, 183)
+            layout.local(split_csv("val")),
+            delimiter=",",
+            skiprows=1,
+            max_rows=20,
+            usecols=range(3, 183),
         )
         step = predict(loaded, window)
         assert step.values.shape == (180,) and set(np.unique(step.values[0::9])) <= {0.0, 1.0}
@@ -219,6 +223,42 @@ def test_versions_on_a_store_url_and_a_champion_that_moves_during_training(tmp_p
         assert len(champion_events(instance)) == 1  # no champion_model for the refused swap
         rows = {r.data["version"]: r.data["promoted"] for r in md["versions"].records}
         assert rows == {"v0001": True, "v0002": False}
+
+
+def test_the_whole_lineage_on_a_store_url_writes_the_bytes_of_the_local_default(tmp_path):
+    """Every artifact, XML to model version, in an object store (fsspec's in-memory filesystem
+    takes the object-store code path) is byte for byte what the default data folder holds,
+    and nothing but the timelines is on the local disk."""
+    import uuid
+
+    from xmlai_assets.artifacts import ArtifactStore
+    from xmlai_assets.paths import ARTIFACTS, frames_parquet, frames_report
+
+    url = f"memory://xmlai-{uuid.uuid4().hex}"
+    local = DataLayout.at(tmp_path / "local")
+    remote = DataLayout.at(tmp_path / "remote", data_url=url)
+    for seed in range(6):
+        timeline = generate_timeline(seed, seconds=12, name=f"tl {seed}")
+        timeline.write(local.timelines_dir)
+        timeline.write(remote.timelines_dir)
+    for layout in (local, remote):
+        with dg.instance_for_test() as instance:
+            assert run_pipeline(layout, instance, TINY)
+            event = instance.get_latest_materialization_event(dg.AssetKey("master_training_data"))
+            path = event.asset_materialization.metadata["path"].value
+            assert path == layout.artifacts.location(ARTIFACTS["master_training_data"][0])
+    assert sorted(p.name for p in (tmp_path / "remote").iterdir()) == ["timelines"]
+    assert remote.models.url == f"{url}/models" and ArtifactStore(url).exists(
+        "models/v0001/metadata.json"
+    )
+    names = [name for names in ARTIFACTS.values() for name in names]
+    names += [frames_parquet(path.name) for path in local.timelines_dir.iterdir()]
+    names += [f"models/v0001/{f}" for f in ("model.safetensors", "scalers.json", "config.json")]
+    for name in names:
+        assert local.artifacts.read_bytes(name) == remote.artifacts.read_bytes(name), name
+    key = next(local.timelines_dir.iterdir()).name
+    reports = [json.loads(lay.artifacts.read_bytes(frames_report(key))) for lay in (local, remote)]
+    assert reports[0]["frames_sha256"] == reports[1]["frames_sha256"]
 
 
 def test_promotion_needs_every_baseline_and_the_champion_beaten():

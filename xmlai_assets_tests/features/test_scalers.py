@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xmlai_assets.features.frames import BLOCK_BYTES, DataFileError, load_track_frames
-from xmlai_assets.features.preprocess import fit_train_scalers, split_master
+from xmlai_assets.features.preprocess import build_sequences, fit_train_scalers, split_master
 from xmlai_assets.features.scalers import (
     active_entries,
     denormalize,
@@ -21,9 +21,16 @@ from xmlai_assets.features.scalers import (
     load_scalers,
     normalize,
     read_active_entries,
-    save_scalers,
+    scalers_files,
 )
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import (
+    MASTER_CSV,
+    SCALERS_JSON,
+    SCALERS_PKL,
+    SPLITS,
+    DataLayout,
+    sequences_npz,
+)
 from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS, INACTIVE_VALUES, TRACK_PARAMS
 from xmlai_assets_tests.features.frames_factory import make_master, write_master
 
@@ -78,26 +85,29 @@ def test_scalers_do_not_change_when_only_held_out_data_changes(seed, lengths):
     other = make_master(seed + 1, lengths)
     with tempfile.TemporaryDirectory() as tmp:
         layout = DataLayout.at(tmp)
-        write_master(df, layout.master_csv)
+        write_master(df, layout.local(MASTER_CSV))
         split = split_master(layout, 0.3, 0.2, seed).split
         fit_train_scalers(layout)
-        before = layout.scalers_pkl.read_bytes(), layout.scalers_json.read_bytes()
+        before = layout.local(SCALERS_PKL).read_bytes(), layout.local(SCALERS_JSON).read_bytes()
 
         in_val = df["video_id"].isin(split.val + split.test)  # the held-out videos
         changed = df.copy()
         changed.loc[in_val, df.columns[3:]] = other.loc[in_val, df.columns[3:]].to_numpy()
-        write_master(changed, layout.master_csv)
+        write_master(changed, layout.local(MASTER_CSV))
         assert split_master(layout, 0.3, 0.2, seed).split == split
         fit_train_scalers(layout)
-        assert (layout.scalers_pkl.read_bytes(), layout.scalers_json.read_bytes()) == before
+        assert (
+            layout.local(SCALERS_PKL).read_bytes(),
+            layout.local(SCALERS_JSON).read_bytes(),
+        ) == before
 
         # a change to a training video does move them
         in_train = df["video_id"] == split.train[0]
         changed.loc[in_train, ["target_v1_active", "target_v1_scale"]] = [1, 999.0]
-        write_master(changed, layout.master_csv)
+        write_master(changed, layout.local(MASTER_CSV))
         split_master(layout, 0.3, 0.2, seed)
         fit_train_scalers(layout)
-        assert layout.scalers_pkl.read_bytes() != before[0]
+        assert layout.local(SCALERS_PKL).read_bytes() != before[0]
 
 
 def test_placeholders_of_inactive_tracks_do_not_move_the_statistics():
@@ -152,32 +162,31 @@ def test_scalers_fit_what_scikit_learn_fits(x, kind):
     )
 
 
-def test_json_describes_the_transform_and_scalers_load_from_it_alone(tmp_path):
+def test_json_describes_the_transform_and_scalers_load_from_it_alone():
     values = values_of(make_master(2, [40, 30]))
     scalers = fit_scalers(active_entries(values), "minmax")
-    pkl, js = tmp_path / "scalers.pkl", tmp_path / "scalers.json"
     stats = describe_scalers(scalers, active_entries(values))
-    save_scalers(scalers, pkl, js, {"kind": "minmax", "params": stats})
-    doc = json.loads(js.read_text())
+    pickled, text = scalers_files(scalers, "scalers.pkl", {"kind": "minmax", "params": stats})
+    doc = json.loads(text)
+    assert doc["pickle"] == "scalers.pkl"
+    assert doc["pickle_sha256"] == hashlib.sha256(pickled).hexdigest()
     x = active_entries(values)["y"]
     y = doc["params"]["y"]
     want = scalers["y"].transform(x.reshape(-1, 1)).ravel()
     np.testing.assert_allclose((x - y["center"]) / y["scale"], want)
-    loaded = load_scalers(js)
+    loaded = load_scalers(text)
     np.testing.assert_allclose(loaded["y"].transform(x), want)
     np.testing.assert_allclose(loaded["y"].inverse_transform(loaded["y"].transform(x)), x)
 
 
 def test_a_hostile_pickle_with_a_matching_hash_runs_no_code(tmp_path):
-    values = values_of(make_master(2, [40, 30]))
-    scalers = fit_scalers(active_entries(values), "standard")
-    pkl, js = tmp_path / "scalers.pkl", tmp_path / "scalers.json"
-    save_scalers(
-        scalers,
-        pkl,
-        js,
-        {"kind": "standard", "params": describe_scalers(scalers, active_entries(values))},
-    )
+    layout = DataLayout.at(tmp_path)
+    write_master(make_master(2, [40, 30, 35, 25]), layout.local(MASTER_CSV))
+    split_master(layout, 0.25, 0.25, 0)
+    fit_train_scalers(layout)
+    before = {s: layout.local(sequences_npz(s)) for s in SPLITS}
+    build_sequences(layout, 10, 8)
+    expected = {s: path.read_bytes() for s, path in before.items()}
     marker = tmp_path / "code ran"
 
     class Exploit:
@@ -185,20 +194,19 @@ def test_a_hostile_pickle_with_a_matching_hash_runs_no_code(tmp_path):
             return (Path.touch, (marker,))
 
     hostile = pickle.dumps(Exploit())
-    pkl.write_bytes(hostile)
+    layout.local(SCALERS_PKL).write_bytes(hostile)
+    js = layout.local(SCALERS_JSON)
     doc = json.loads(js.read_text())
     doc["pickle_sha256"] = hashlib.sha256(hostile).hexdigest()
     js.write_text(json.dumps(doc))
-    loaded = load_scalers(js)
-    assert sorted(loaded) == sorted(CONTINUOUS_PARAMS)
+    build_sequences(layout, 10, 8)  # reads the scalers the pipeline uses
     assert not marker.exists()
+    assert {s: path.read_bytes() for s, path in before.items()} == expected
 
 
-def test_a_damaged_scalers_json_is_a_clear_error(tmp_path):
-    js = tmp_path / "scalers.json"
-    js.write_text('{"params": {"x": {"center": 0, "scale": 0}}}')
-    with pytest.raises(DataFileError, match="not a scalers file"):
-        load_scalers(js)
+def test_a_damaged_scalers_json_is_a_clear_error():
+    with pytest.raises(DataFileError, match="scalers.json: not a scalers file"):
+        load_scalers('{"params": {"x": {"center": 0, "scale": 0}}}')
 
 
 def test_streamed_reads_of_a_csv_larger_than_a_block_match_its_values(tmp_path):

@@ -48,7 +48,9 @@ def scalers(tmp_path):
 
 
 def save(store, model, scalers, **metadata):
-    return save_version(store, model, config={}, metadata=metadata, scalers_json=scalers)
+    return save_version(
+        store, model, config={}, metadata=metadata, scalers_json=scalers.read_bytes()
+    )
 
 
 def test_a_version_round_trips_through_the_store(store, model, scalers):

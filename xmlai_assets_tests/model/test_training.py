@@ -202,8 +202,12 @@ def test_a_version_round_trips_to_identical_predictions(tmp_path, data):
     }
     scalers.write_text(json.dumps({"params": params}))
     models = tmp_path / "models"
-    first = save_version(models, result.model, config={}, metadata={"m": 1}, scalers_json=scalers)
-    second = save_version(models, result.model, config={}, metadata={"m": 2}, scalers_json=scalers)
+    first = save_version(
+        models, result.model, config={}, metadata={"m": 1}, scalers_json=scalers.read_bytes()
+    )
+    second = save_version(
+        models, result.model, config={}, metadata={"m": 2}, scalers_json=scalers.read_bytes()
+    )
     assert [first.name, second.name] == ["v0001", "v0002"] == versions(models)
     with pytest.raises(ModelStoreError, match="no champion"):
         load_model("champion", models)
@@ -278,7 +282,7 @@ def test_version_files_are_strict_json_even_when_a_metric_is_undefined(tmp_path,
         result.model,
         config={},
         metadata={"metrics": {"change_crop_b_mae": float("nan"), "loss": 0.5}},
-        scalers_json=scalers,
+        scalers_json=scalers.read_bytes(),
     )
     text = (Path(saved.location) / "metadata.json").read_text()
     assert "NaN" not in text

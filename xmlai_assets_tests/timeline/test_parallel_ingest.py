@@ -27,7 +27,7 @@ def artifacts(layout):
     """Each frames table's bytes, and each report less the XML file's modification time (the
     two folders' copies were written at different moments)."""
     out = {}
-    for path in sorted(layout.frames_dir.iterdir()):
+    for path in sorted(layout.local("frames").iterdir()):
         if path.suffix == ".json":
             out[path.name] = json.loads(path.read_text()) | {"xml_mtime_ns": None}
         else:

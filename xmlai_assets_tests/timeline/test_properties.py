@@ -5,7 +5,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xmlai_assets.paths import DataLayout
+from xmlai_assets.paths import MASTER_CSV, DataLayout
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import (
     COLUMNS,
@@ -116,7 +116,7 @@ def test_folder_with_good_and_bad_files_keeps_every_good_row(tmp_path_factory, s
     for name in names:
         ingest_timeline_file(layout, name)
     summary = build_master_csv(layout, names)
-    master = pd.read_csv(layout.master_csv)
+    master = pd.read_csv(layout.local(MASTER_CSV))
     assert list(master.columns) == list(COLUMNS)
     assert set(summary.failed) == set(bad)
     expected_rows = 0

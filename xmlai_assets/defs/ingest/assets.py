@@ -14,6 +14,7 @@ from xmlai_assets.defs.metadata import (
 )
 from xmlai_assets.defs.partitions import timeline_files
 from xmlai_assets.defs.resources import MASTER_POOL, DataPaths
+from xmlai_assets.paths import MASTER_CSV
 from xmlai_assets.timeline.ingest import (
     PARSER_VERSION,
     POOL_MIN_FILES,
@@ -97,8 +98,9 @@ def frames_metadata(report: dict) -> dict[str, object]:
 )
 def timeline_frames(context: dg.AssetExecutionContext, config: IngestConfig, paths: DataPaths):
     layout = paths.layout
-    if layout.frames_dir.is_dir():
-        remove_stale_temp_files(layout.frames_dir)
+    frames_dir = layout.artifacts.local_path("frames")
+    if frames_dir is not None and frames_dir.is_dir():
+        remove_stale_temp_files(frames_dir)
     failed: dict[str, str] = {}
     keys = list(context.partition_keys)
     workers = parse_workers(config.parse_workers, len(keys))
@@ -156,7 +158,8 @@ def master_training_data(
 ) -> dg.MaterializeResult:
     layout = paths.layout
     keys = context.instance.get_dynamic_partitions(timeline_files.name)
-    remove_stale_temp_files(layout.data_dir, recursive=False)
+    if (data_dir := layout.artifacts.local_path()) is not None and data_dir.is_dir():
+        remove_stale_temp_files(data_dir, recursive=False)
     last = context.instance.get_latest_materialization_event(context.asset_key)
     previous = None
     if last is not None:
@@ -174,7 +177,7 @@ def master_training_data(
         metadata={
             "dagster/row_count": summary.rows,
             "dagster/column_schema": column_schema(),
-            "preview": csv_preview(layout.master_csv),
+            "preview": csv_preview(layout.artifacts, MASTER_CSV),
             "column_count": len(COLUMNS),
             "video_count": len(summary.rows_per_video),
             "rows_per_video": table(
@@ -184,7 +187,7 @@ def master_training_data(
             "dropped_tracks": summary.dropped_tracks,
             "failed_files": summary.failed,
             "files_without_frames": summary.missing,
-            "path": dg.MetadataValue.path(str(layout.master_csv)),
+            "path": dg.MetadataValue.path(layout.artifacts.location(MASTER_CSV)),
             "size_bytes": summary.size_bytes,
             "sha256": summary.sha256,
             "inputs": summary.inputs,

@@ -77,7 +77,7 @@ def _data_version(sha256: str) -> dg.DataVersion:
     pool=SPLIT_POOL,
 )
 def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: DataPaths):
-    verified_sha256(context, master_training_data.key, paths.layout.master_csv)
+    verified_sha256(context, master_training_data.key, paths.layout)
     summary = split_master(paths.layout, config.val_fraction, config.test_fraction, config.seed)
     context.log.info(
         ", ".join(
@@ -120,7 +120,7 @@ def video_split(context: dg.AssetExecutionContext, config: SplitConfig, paths: D
 def scalers(
     context: dg.AssetExecutionContext, config: ScalerConfig, paths: DataPaths
 ) -> dg.MaterializeResult:
-    verified_sha256(context, dg.AssetKey("train_data"), paths.layout.train_csv)
+    verified_sha256(context, dg.AssetKey("train_data"), paths.layout)
     summary = fit_train_scalers(paths.layout, config.kind)
     context.log.info(f"{config.kind} scalers fitted on {summary.rows} training rows")
     stats = [{"param": param, **values} for param, values in summary.stats.items()]
@@ -165,9 +165,9 @@ def scalers(
 def training_sequences(context: dg.AssetExecutionContext, config: WindowConfig, paths: DataPaths):
     layout = paths.layout
     for split in SPLITS:
-        verified_sha256(context, dg.AssetKey(f"{split}_data"), layout.split_csv(split))
-    verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
-    summaries = build_sequences(paths.layout, config.window, config.stride)
+        verified_sha256(context, dg.AssetKey(f"{split}_data"), layout)
+    verified_sha256(context, dg.AssetKey("scalers"), layout, "json_sha256")
+    summaries = build_sequences(layout, config.window, config.stride)
     for split in SPLITS:
         summary = summaries[split]
         stats = summary.stats

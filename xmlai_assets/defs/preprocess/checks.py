@@ -6,8 +6,9 @@ from xmlai_assets.defs.ingest.assets import master_training_data
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.checks import master_problems, sequence_problems, split_problems
 from xmlai_assets.features.frames import DataFileError
-from xmlai_assets.features.split import SPLITS, read_video_ids
+from xmlai_assets.features.split import read_video_ids
 from xmlai_assets.features.windows import read_npz
+from xmlai_assets.paths import MASTER_CSV, SPLITS, sequences_npz, split_csv
 
 
 def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
@@ -34,8 +35,13 @@ def _latest_metadata(context: dg.AssetCheckExecutionContext, key: str) -> dict:
     "increasing within each video; at least one video.",
 )
 def master_data_valid(paths: DataPaths) -> dg.AssetCheckResult:
-    problems = master_problems(paths.layout.master_csv)
-    return _result(problems, file=dg.MetadataValue.path(str(paths.layout.master_csv)))
+    store = paths.layout.artifacts
+    try:
+        with store.reading(MASTER_CSV) as path:
+            problems = master_problems(path)
+    except FileNotFoundError:
+        problems = ["there is no master CSV: materialize master_training_data"]
+    return _result(problems, file=dg.MetadataValue.path(store.location(MASTER_CSV)))
 
 
 def _sequences_check(split: str) -> dg.AssetChecksDefinition:
@@ -51,14 +57,14 @@ def _sequences_check(split: str) -> dg.AssetChecksDefinition:
     def sequences_well_formed(
         context: dg.AssetCheckExecutionContext, paths: DataPaths
     ) -> dg.AssetCheckResult:
-        layout = paths.layout
-        npz, csv = layout.sequences_file(split), layout.split_csv(split)
+        store = paths.layout.artifacts
         config = _latest_metadata(context, f"{split}_sequences")
         try:
-            problems = sequence_problems(
-                read_npz(npz), read_video_ids(csv), config["window"], config["stride"]
-            )
-        except DataFileError as exc:
+            with store.reading(sequences_npz(split)) as npz, store.reading(split_csv(split)) as csv:
+                problems = sequence_problems(
+                    read_npz(npz), read_video_ids(csv), config["window"], config["stride"]
+                )
+        except (DataFileError, FileNotFoundError) as exc:
             problems = [str(exc)]
         return _result(problems, window=config["window"], stride=config["stride"])
 
@@ -81,12 +87,13 @@ def split_as_configured(
     context: dg.AssetCheckExecutionContext, paths: DataPaths
 ) -> dg.AssetCheckResult:
     config = _latest_metadata(context, "train_data")
-    layout = paths.layout
+    store = paths.layout.artifacts
     try:
-        sides = {
-            split: read_npz(layout.sequences_file(split), names=("video_ids",)) for split in SPLITS
-        }
-    except DataFileError as exc:
+        sides = {}
+        for split in SPLITS:
+            with store.reading(sequences_npz(split)) as npz:
+                sides[split] = read_npz(npz, names=("video_ids",))
+    except (DataFileError, FileNotFoundError) as exc:
         return _result([str(exc)])
     test_fraction = config.get("test_fraction", 0.0)
     problems = split_problems(sides, config["val_fraction"], test_fraction, config["seed"])

@@ -71,9 +71,8 @@ def trained_model(
     layout = paths.layout
     settings = TrainConfig.from_dict(config.model_dump(include=set(TrainConfig.model_fields)))
     for split in SPLITS:
-        key = dg.AssetKey(f"{split}_sequences")
-        verified_sha256(context, key, layout.sequences_file(split))
-    verified_sha256(context, dg.AssetKey("scalers"), layout.scalers_json, "json_sha256")
+        verified_sha256(context, dg.AssetKey(f"{split}_sequences"), layout)
+    verified_sha256(context, dg.AssetKey("scalers"), layout, "json_sha256")
     extra = {"dagster_run_id": context.run.run_id, "dagster": dg.__version__}
     if training.command:
         report = _train_through_pipes(context, training, layout, settings, extra)
@@ -183,6 +182,7 @@ def _train_through_pipes(
         command=training.argv,
         extras={
             "data_dir": str(layout.data_dir),
+            "data_url": layout.artifacts.url,
             "models_url": layout.models.url,
             "settings": settings.as_dict(),
             "extra_metadata": extra,
