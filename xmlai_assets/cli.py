@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import math
+import multiprocessing
 import os
 import socket
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from xmlai_assets.paths import DEFAULT_DAGSTER_HOME, DataLayout
@@ -85,17 +88,79 @@ def files_to_parse(layout: DataLayout, keys: list[str]) -> list[str]:
     return [key for key in keys if folder.needs_parse(key)]
 
 
-def contiguous_ranges(keys: list[str], wanted: list[str]) -> list[tuple[str, str]]:
+def contiguous_ranges(
+    keys: list[str], wanted: list[str], max_size: int | None = None
+) -> list[tuple[str, str]]:
     """The partition ranges (first, last) of `keys`, in their order, that hold exactly the
-    `wanted` keys: one run each."""
-    wanted_set, ranges, start = set(wanted), [], None
+    `wanted` keys, each at most `max_size` keys long: one run each."""
+    wanted_set, ranges, start, size = set(wanted), [], None, 0
     for i, key in enumerate(keys):
         if key in wanted_set and start is None:
-            start = key
-        if start is not None and (i + 1 == len(keys) or keys[i + 1] not in wanted_set):
+            start, size = key, 0
+        if start is None:
+            continue
+        size += 1
+        if i + 1 == len(keys) or keys[i + 1] not in wanted_set or size == max_size:
             ranges.append((start, key))
             start = None
     return ranges
+
+
+def _execute(defs, instance, *, asset_selection, run_config, tags):
+    """Run the asset job on `asset_selection`; (success, the run's events).
+
+    With the default executor the run is this process. With a cluster executor
+    (XMLAI_EXECUTOR) this process only orchestrates: the steps go to the workers, which load
+    the code location from its module as the webserver does, with their own XMLAI_* settings.
+    """
+    import dagster as dg
+
+    from xmlai_assets.defs.executors import runs_in_process
+
+    job_def = defs.resolve_implicit_global_asset_job_def()
+    if runs_in_process():
+        result = job_def.execute_in_process(
+            instance=instance,
+            asset_selection=asset_selection,
+            run_config=run_config,
+            tags=tags,
+            raise_on_error=False,
+        )
+        return result.success, result.all_events
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repository = ReconstructableRepository.for_module("xmlai_assets.definitions", "defs")
+    with dg.execute_job(
+        repository.get_reconstructable_job(job_def.name),
+        instance,
+        run_config=run_config,
+        tags=tags,
+        asset_selection=asset_selection,
+    ) as result:
+        return result.success, result.all_events
+
+
+def _parse_range(first: str, last: str, defs=None, instance=None) -> bool:
+    """Parse the files of one partition range in one run (in a process of its own when `defs`
+    and `instance` are not given: the code location and the instance from the environment)."""
+    import dagster as dg
+
+    if defs is None:
+        from xmlai_assets.definitions import build_definitions
+
+        defs, instance = build_definitions(), dg.DagsterInstance.get()
+    success, _ = _execute(
+        defs,
+        instance,
+        asset_selection=[dg.AssetKey("timeline_frames")],
+        run_config=QUIET,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+            **run_tags(),
+        },
+    )
+    return success
 
 
 def run_pipeline(
@@ -105,6 +170,7 @@ def run_pipeline(
     *,
     train: bool = True,
     ingest_only: bool = False,
+    parse_runs: int = 1,
 ) -> bool:
     """Register the folder's timeline files as partitions, parse the new and changed ones (in
     one run where they are contiguous), observe the folder, then materialize the master CSV and
@@ -113,12 +179,19 @@ def run_pipeline(
     import dagster as dg
 
     from xmlai_assets.definitions import build_definitions
+    from xmlai_assets.defs.executors import EXECUTOR_ENV, runs_in_process
     from xmlai_assets.defs.ingest.assets import TIMELINE_XML
     from xmlai_assets.defs.metadata import observation_tags
     from xmlai_assets.defs.partitions import sync_timeline_partitions, timeline_files
     from xmlai_assets.defs.resources import DataPaths
     from xmlai_assets.timeline.ingest import folder_version
 
+    if not runs_in_process() and layout != DataLayout.from_env():
+        # the workers load the code location with their own settings, not this process's
+        raise ValueError(
+            f"with {EXECUTOR_ENV}={os.environ[EXECUTOR_ENV]} the workers read where the data "
+            "is from their XMLAI_* variables: set those instead of --data-dir or --timelines-dir"
+        )
     defs = build_definitions(DataPaths.of(layout))
     fail_orphaned_runs(instance)  # a killed run's pool slots are free before this one waits
     added, removed = sync_timeline_partitions(instance, layout.timelines_dir)
@@ -128,19 +201,18 @@ def run_pipeline(
         f"timelines in {layout.timelines_dir}: {len(keys)} files, {len(added)} new, "
         f"{len(removed)} removed, {len(todo)} to parse"
     )
-    job = defs.resolve_implicit_global_asset_job_def()
-    for first, last in contiguous_ranges(keys, todo):
-        job.execute_in_process(
-            instance=instance,
-            asset_selection=[dg.AssetKey("timeline_frames")],
-            run_config=QUIET,
-            tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
-                **run_tags(),
-            },
-            raise_on_error=False,
-        )
+
+    # `parse_runs` runs, each with its share of the files. On a cluster executor they run at
+    # once, each orchestrated by a process of its own, and each run's parse step goes to a
+    # worker of its own.
+    ranges = contiguous_ranges(keys, todo, max(1, math.ceil(len(todo) / max(1, parse_runs))))
+    if runs_in_process() or len(ranges) < 2:
+        for first, last in ranges:
+            _parse_range(first, last, defs, instance)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(ranges), mp_context=context) as pool:
+            list(pool.map(_parse_range, *zip(*ranges, strict=True)))
     folder = folder_version(layout)
     instance.report_runless_asset_event(
         dg.AssetObservation(
@@ -162,20 +234,20 @@ def run_pipeline(
     if ingest_only:
         selection = dg.AssetSelection.assets(master)
     downstream = selection.resolve(defs.resolve_asset_graph())
-    result = job.execute_in_process(
-        instance=instance,
+    success, events = _execute(
+        defs,
+        instance,
         asset_selection=sorted(downstream),
         run_config={**QUIET, **(run_config or {})},
         tags=run_tags(),
-        raise_on_error=False,
     )
-    print_failed_checks(result)
-    return result.success
+    print_failed_checks(events)
+    return success
 
 
-def print_failed_checks(result) -> None:
+def print_failed_checks(events) -> None:
     """Each failed check of a run with its problems, as the UI shows them."""
-    for event in result.all_events:
+    for event in events:
         if event.event_type_value != "ASSET_CHECK_EVALUATION":
             continue
         evaluation = event.event_specific_data
@@ -234,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timelines-dir", type=Path, help="XML folder (default: DATA_DIR/timelines)")
     run.add_argument("--preset", type=Path, help="run config YAML, e.g. configs/train_quick.yaml")
     run.add_argument("--no-train", action="store_true", help="stop at the training sequences")
+    run.add_argument(
+        "--parse-runs",
+        type=int,
+        default=int(os.environ.get("XMLAI_PARSE_RUNS") or 1),
+        help="parse the new files in this many runs at once, each with its share (on a cluster "
+        "executor, one worker each; default: XMLAI_PARSE_RUNS or 1)",
+    )
     sub.add_parser("init", help="create the Dagster instance in DAGSTER_HOME if it is new")
     synth = sub.add_parser("synth", help="write synthetic Premiere-style timelines")
     synth.add_argument("--out", type=Path, required=True)
@@ -261,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir or layout.data_dir, args.timelines_dir, layout.models_url, layout.data_url
         )
     run_config = load_preset(args.preset) if args.preset else None
-    ok = run_pipeline(layout, _instance(), run_config, train=not args.no_train)
+    ok = run_pipeline(
+        layout, _instance(), run_config, train=not args.no_train, parse_runs=args.parse_runs
+    )
     if not ok:
         print("FAILED: see the run log above, or the run in the UI (make ui)")
         return 1

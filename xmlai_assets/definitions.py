@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from xmlai_assets.defs import automation
+from xmlai_assets.defs.executors import executor_from_env
 from xmlai_assets.defs.ingest import assets as ingest
 from xmlai_assets.defs.preprocess import assets as preprocess
 from xmlai_assets.defs.preprocess import checks as preprocess_checks
@@ -34,9 +35,9 @@ def build_definitions(
             "paths": paths or DataPaths.from_env(),
             "training": training or TrainingHost.from_env(),
         },
-        # Every step of a run in one process, as on the command line: a step costs its work,
-        # not a fresh interpreter.
-        executor=dg.in_process_executor,
+        # By default every step of a run in one process, as on the command line: a step costs
+        # its work, not a fresh interpreter. XMLAI_EXECUTOR chooses Celery or Kubernetes.
+        executor=executor_from_env(),
     )
 
 

@@ -1,5 +1,7 @@
 """Ingest: timeline XML files → per-timeline frames → master_training_data.csv."""
 
+import os
+
 import dagster as dg
 import pydantic
 
@@ -83,9 +85,22 @@ def frames_metadata(report: dict) -> dict[str, object]:
     }
 
 
+FILES_PER_RUN_ENV = "XMLAI_PARSE_FILES_PER_RUN"
+
+
+def parse_backfill_policy() -> dg.BackfillPolicy:
+    """How a backfill of `timeline_frames` is cut into runs: one run for all the files (the
+    default: one process, no start-up per file), or with `XMLAI_PARSE_FILES_PER_RUN=N` one run
+    per N files, which a cluster's workers take in parallel."""
+    per_run = int(os.environ.get(FILES_PER_RUN_ENV) or 0)
+    if per_run > 0:
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=per_run)
+    return dg.BackfillPolicy.single_run()
+
+
 @dg.asset(
     partitions_def=timeline_files,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=parse_backfill_policy(),
     deps=[TIMELINE_XML],
     output_required=False,
     group_name=GROUP,

@@ -9,6 +9,7 @@ import math
 
 import dagster as dg
 
+from xmlai_assets.defs.executors import training_op_tags
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
 from xmlai_assets.defs.resources import MODEL_POOL, DataPaths, TrainingHost
@@ -44,6 +45,7 @@ def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
 @dg.asset(
     deps=[*(f"{split}_sequences" for split in SPLITS), "scalers", TIMELINE_XML],
     pool=MODEL_POOL,
+    op_tags=training_op_tags(),
     group_name=GROUP,
     owners=OWNERS,
     code_version=f"model-{MODEL_VERSION}",

@@ -1,0 +1,72 @@
+"""Where the steps of a run execute, chosen by `XMLAI_EXECUTOR`:
+
+- `in_process` (the default): every step in the run's own process, as on the command line;
+- `multiprocess`: a process per step on the run's host;
+- `celery`: each step a task for the Celery workers behind `XMLAI_CELERY_BROKER` (results to
+  `XMLAI_CELERY_BACKEND`), on any host that has the package and the same `XMLAI_*` settings;
+- `k8s`: each step a Kubernetes job (dagster-k8s), with the pod settings of its
+  `dagster-k8s/config` tags.
+
+The cluster executors come from the `cluster` extra and are imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+EXECUTOR_ENV = "XMLAI_EXECUTOR"
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
+
+
+def executor_from_env() -> dg.ExecutorDefinition:
+    kind = os.environ.get(EXECUTOR_ENV) or "in_process"
+    if kind == "in_process":
+        return dg.in_process_executor
+    if kind == "multiprocess":
+        return dg.multiprocess_executor
+    if kind == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured(
+            {"broker": {"env": "XMLAI_CELERY_BROKER"}, "backend": {"env": "XMLAI_CELERY_BACKEND"}},
+            name="celery",
+        )
+    if kind == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    raise ValueError(f"{EXECUTOR_ENV}={kind!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+K8S_CONFIG_TAG = "dagster-k8s/config"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def training_op_tags() -> dict:
+    """The training step's tags: on Kubernetes (XMLAI_EXECUTOR=k8s) its pod asks for
+    `XMLAI_K8S_TRAIN_GPUS` GPUs (default 1) on a node that `XMLAI_K8S_GPU_NODE_SELECTOR`
+    (`label=value`, default `nvidia.com/gpu.present=true`) selects, tolerating the GPU nodes'
+    taint; every other step runs on ordinary nodes. None elsewhere."""
+    if (os.environ.get(EXECUTOR_ENV) or "in_process") != "k8s":
+        return {}
+    gpus = os.environ.get("XMLAI_K8S_TRAIN_GPUS") or "1"
+    selector = os.environ.get("XMLAI_K8S_GPU_NODE_SELECTOR") or "nvidia.com/gpu.present=true"
+    label, _, value = selector.partition("=")
+    return {
+        K8S_CONFIG_TAG: {
+            "container_config": {"resources": {"limits": {GPU_RESOURCE: gpus}}},
+            "pod_spec_config": {
+                "node_selector": {label: value},
+                "tolerations": [
+                    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+                ],
+            },
+        }
+    }
+
+
+def runs_in_process() -> bool:
+    """Whether a run's steps share its process (the command line then runs it right there)."""
+    return (os.environ.get(EXECUTOR_ENV) or "in_process") == "in_process"

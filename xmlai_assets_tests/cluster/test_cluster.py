@@ -1,0 +1,184 @@
+"""The cluster profile on real servers: the whole lineage on PostgreSQL, Celery workers and S3
+gives the artifacts of the embedded default, byte for byte; parsing fans out over both
+workers; version claims and champion swaps stay safe on a real object store."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from xmlai_assets.artifacts import ArtifactExists, ArtifactStore
+from xmlai_assets.cli import run_pipeline
+from xmlai_assets.defs.resources import MASTER_POOL
+from xmlai_assets.model.store import (
+    StaleChampion,
+    champion,
+    champion_generation,
+    set_champion,
+    versions,
+)
+from xmlai_assets.paths import ARTIFACTS, PROJECT_ROOT, DataLayout, frames_parquet
+from xmlai_assets.synth import generate_timeline
+from xmlai_assets_tests.cluster.conftest import BUCKET
+from xmlai_assets_tests.defs.test_train_assets import TINY
+
+TASK_DONE = re.compile(r"Task execute_plan\[[^\]]+\] succeeded")
+
+
+def test_the_lineage_on_postgres_celery_and_s3_is_the_embedded_default_byte_for_byte(
+    cluster, on_s3, tmp_path, monkeypatch
+):
+    env, worker_logs = cluster
+    # the watched folder, at the path every worker sees (a shared mount on a real cluster)
+    timelines = Path(env["XMLAI_DATA_DIR"]) / "timelines"
+    for seed in range(8):
+        generate_timeline(seed, seconds=12, name=f"tl {seed}").write(timelines)
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(TINY))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xmlai_assets.cli",
+            "run",
+            "--preset",
+            str(preset),
+            "--parse-runs",
+            "2",
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"done: artifacts in s3://{BUCKET}/cluster-run" in run.stdout
+
+    # every step ran on a worker, and both workers took part in the parse runs
+    done = [len(TASK_DONE.findall(log.read_text())) for log in worker_logs]
+    assert all(n > 0 for n in done), done
+
+    # the run history is in PostgreSQL: the two parse runs and the rest, all successful
+    for name in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET"):
+        monkeypatch.setenv(name, env[name])
+    with dg.DagsterInstance.get() as inst:
+        runs = inst.get_runs()
+        assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        parse_runs = [r for r in runs if "dagster/asset_partition_range_start" in r.tags]
+        assert len(parse_runs) == 2
+
+    # the same lineage on the embedded default (in-process executor, SQLite, a local folder)
+    local = DataLayout.at(tmp_path / "local", timelines)
+    monkeypatch.delenv("XMLAI_EXECUTOR", raising=False)
+    with dg.instance_for_test() as instance:
+        assert run_pipeline(local, instance, TINY)
+    remote = ArtifactStore(env["XMLAI_DATA_URL"])
+    names = [name for names in ARTIFACTS.values() for name in names]
+    names += [frames_parquet(path.name) for path in timelines.iterdir()]
+    names += [f"models/v0001/{f}" for f in ("model.safetensors", "scalers.json", "config.json")]
+    for name in names:
+        assert remote.read_bytes(name) == local.artifacts.read_bytes(name), name
+    metadata = json.loads(remote.read_bytes("models/v0001/metadata.json"))
+    assert (
+        metadata["data_versions"]
+        == json.loads(local.artifacts.read_bytes("models/v0001/metadata.json"))["data_versions"]
+    )
+
+
+def test_create_only_writes_on_a_real_object_store_have_one_winner(on_s3):
+    store = ArtifactStore(f"s3://{BUCKET}/race-{uuid.uuid4().hex}")
+
+    def attempt(i: int) -> bool:
+        try:
+            store.create("claim.json", str(i).encode())
+            return True
+        except ArtifactExists:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(attempt, range(24)))
+    assert sum(wins) == 1
+    assert store.read_bytes("claim.json") == str(wins.index(True)).encode()
+
+
+def test_versions_and_a_stale_champion_swap_on_a_real_object_store(on_s3):
+    import torch
+
+    from xmlai_assets.model.config import ModelConfig
+    from xmlai_assets.model.store import save_version
+    from xmlai_assets.model.transformer import MultiTrackTransformer
+
+    torch.manual_seed(0)
+    model = MultiTrackTransformer(ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    store = ArtifactStore(f"s3://{BUCKET}/models-{uuid.uuid4().hex}")
+
+    def save(i: int) -> str:
+        return save_version(store, model, config={}, metadata={"i": i}, scalers_json=b"{}").name
+
+    with ThreadPoolExecutor(6) as pool:
+        names = list(pool.map(save, range(6)))
+    assert sorted(names) == versions(store) == [f"v{i:04d}" for i in range(1, 7)]
+    generation = champion_generation(store)
+    set_champion(store, "v0001", generation=generation)
+    try:
+        set_champion(store, "v0002", generation=generation)  # read before the swap above
+        raise AssertionError("a stale swap was accepted")
+    except StaleChampion:
+        pass
+    assert champion(store) == "v0001"
+
+
+def test_a_run_waits_while_another_holds_the_pool_of_the_artifact_it_writes(
+    cluster, on_s3, monkeypatch
+):
+    """The master CSV's pool has one slot in the cluster's instance (PostgreSQL), for every
+    host. While another run holds it, a run that writes the master waits; it goes on once the
+    slot is freed (as the daemon frees a dead run's)."""
+    env, _ = cluster
+    timelines = Path(env["XMLAI_DATA_DIR"]) / "timelines"
+    if not any(timelines.glob("*.xml")):
+        for seed in range(4):
+            generate_timeline(seed, seconds=12, name=f"tl {seed}").write(timelines)
+    for name in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET"):
+        monkeypatch.setenv(name, env[name])
+    argv = [sys.executable, "-m", "xmlai_assets.cli", "run", "--no-train"]
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        storage.get_concurrency_info(MASTER_POOL)  # the pool exists once a run used it
+        subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
+        assert storage.get_concurrency_info(MASTER_POOL).slot_count == 1
+        status = storage.claim_concurrency_slot(MASTER_POOL, "another-run", "master_training_data")
+        assert status.is_claimed
+        run = subprocess.Popen(argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(25)
+            assert run.poll() is None, "the run went on while another held the pool's slot"
+            waiting = instance.get_runs(limit=1)[0]
+            assert "master_training_data" not in _started_steps(instance, waiting.run_id)
+        finally:
+            released = time.time()
+            storage.free_concurrency_slots_for_run("another-run")
+        out = run.communicate(timeout=600)[0]
+        assert run.returncode == 0, out[-3000:]
+        starts = _started_steps(instance, waiting.run_id)
+        assert starts["master_training_data"] >= released
+
+
+def _started_steps(instance, run_id: str) -> dict[str, float]:
+    """When each step of a run started."""
+    return {
+        record.dagster_event.step_key: record.timestamp
+        for record in instance.all_logs(run_id)
+        if record.dagster_event is not None
+        and record.dagster_event.event_type_value == "STEP_START"
+    }
