@@ -4,9 +4,13 @@
    process and in a pool of 2 processes (`ingest_timeline_files`, what the `timeline_frames`
    step runs), each into a fresh folder, then the master CSV and preprocessing once;
 2. the file sensor at 10,000 files: a tick that finds them all new, a tick with nothing
-   changed, and a tick after one file changed, with the cursor's size.
+   changed, and a tick after one file changed, with the cursor's size;
+3. the same files on the cluster profile (PostgreSQL, Redis, S3, Celery, started here on
+   loopback): `xmlai-assets run --no-train` with one Celery worker and one parse run, then with
+   two workers and two parse runs (`--parse-runs`), each process parsing one file at a time.
 
     .venv/bin/python bench/scale.py [--files 1100] [--sensor-files 10000] [--workers 2]
+                                    [--no-cluster]
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,11 +67,74 @@ def tick(instance, layout: DataLayout, cursor: str | None):
     return seconds, result, cursor
 
 
+def cluster_runs(tmp: Path, timelines: Path, counts: list[int]) -> dict[int, dict[str, float]]:
+    """For each count of workers: the parse and the rest (master CSV to sequences) on a cluster
+    of that many Celery workers, each run's parse in one process (`parse_workers: 1`)."""
+    import yaml
+
+    from xmlai_assets_tests.cluster import servers
+
+    preset = tmp / "one_process_per_parse.yaml"
+    preset.write_text(
+        yaml.safe_dump({"ops": {"timeline_frames": {"config": {"parse_workers": 1}}}})
+    )
+    found = {}
+    with (
+        servers.postgres() as postgres_url,
+        servers.redis(tmp) as redis_url,
+        servers.s3(tmp) as s3_env,
+    ):
+        for count in counts:
+            root = tmp / f"cluster-{count}"
+            env = servers.cluster_env(root, postgres_url, redis_url, s3_env)
+            env["XMLAI_TIMELINES_DIR"] = str(timelines)
+            env["XMLAI_DATA_URL"] = f"s3://{servers.BUCKET}/bench-{count}-workers"
+            with servers.celery_workers(env, root, count):
+                since, t = time.time(), time.perf_counter()
+                run = subprocess.run(
+                    [sys.executable, "-m", "xmlai_assets.cli", "run", "--no-train",
+                     "--preset", str(preset), "--parse-runs", str(count)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )  # fmt: skip
+                total = time.perf_counter() - t
+            assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+            found[count] = {"total": total, "parse": _parse_seconds(env, since)}
+    return found
+
+
+def _parse_seconds(env: dict[str, str], since: float) -> float:
+    """Wall time from the first parse run's start to the last one's end, of the runs started
+    after `since`, from the instance."""
+    saved = {
+        k: os.environ.get(k) for k in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET")
+    }
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = [
+                r
+                for r in instance.get_run_records()
+                if "dagster/asset_partition_range_start" in r.dagster_run.tags
+                and r.start_time is not None
+                and r.start_time >= since
+            ]
+            return max(r.end_time for r in runs) - min(r.start_time for r in runs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=1100)
     parser.add_argument("--sensor-files", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-cluster", action="store_true", help="leave out part 3")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPU cores")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -116,6 +185,21 @@ def main() -> None:
                 f"{len(result.run_requests)} run request"
             )
             print(f"  cursor                        {len(cursor):7d} bytes")
+
+        if args.no_cluster:
+            return
+        print(f"\n3. the {args.files} timelines on the cluster profile (Celery workers, S3)")
+        found = cluster_runs(tmp, timelines, [1, args.workers])
+        for count, seconds in found.items():
+            print(
+                f"  {count} worker{'s' if count > 1 else ' '}: parse {seconds['parse']:7.1f} s, "
+                f"whole run {seconds['total']:7.1f} s"
+            )
+        speed_up = found[1]["parse"] / found[args.workers]["parse"]
+        print(
+            f"  parse speed-up, {args.workers} workers      {speed_up:7.2f} x   "
+            f"(target >= 1.7x for 2)"
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,26 @@ It needs `dagster-pipes`, torch and this package's pure modules, not Dagster.
 
 from __future__ import annotations
 
+import os
+
 REPORT = "xmlai_assets/train_report"  # the custom message that carries the summary
+# how the step speaks to this program: "files" (temporary files on a shared disk) or "s3"
+# (objects in the artifacts' bucket; needs boto3 here)
+PIPES_CHANNEL_ENV = "XMLAI_PIPES_CHANNEL"
+
+
+def pipes_options() -> dict:
+    """The context loader and message writer of the channel the step chose."""
+    if os.environ.get(PIPES_CHANNEL_ENV) != "s3":
+        return {}
+    import boto3
+    from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter
+
+    client = boto3.client("s3")
+    return {
+        "context_loader": PipesS3ContextLoader(client),
+        "message_writer": PipesS3MessageWriter(client, interval=1),
+    }
 
 
 def main() -> None:
@@ -21,7 +40,7 @@ def main() -> None:
     from xmlai_assets.model.pipeline import fit_model
     from xmlai_assets.paths import DataLayout
 
-    with open_dagster_pipes() as pipes:
+    with open_dagster_pipes(**pipes_options()) as pipes:
         extras = pipes.extras
         try:
             summary = fit_model(

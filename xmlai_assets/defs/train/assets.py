@@ -15,7 +15,7 @@ from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
 from xmlai_assets.defs.resources import MODEL_POOL, DataPaths, TrainingHost
 from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES, MODEL_VERSION, SCORECARD, TrainConfig
-from xmlai_assets.remote.train import REPORT
+from xmlai_assets.remote.train import PIPES_CHANNEL_ENV, REPORT
 
 GROUP = "train"
 
@@ -179,9 +179,11 @@ def _train_through_pipes(
 ) -> dict:
     """Train in the program `training.command` starts (`remote/train.py`), through Dagster
     Pipes; its summary, or a failure that says what went wrong there."""
-    invocation = dg.PipesSubprocessClient().run(
+    injector, reader, channel = _pipes_channel(layout)
+    invocation = dg.PipesSubprocessClient(context_injector=injector, message_reader=reader).run(
         context=context,
         command=training.argv,
+        env={PIPES_CHANNEL_ENV: channel},
         extras={
             "data_dir": str(layout.data_dir),
             "data_url": layout.artifacts.url,
@@ -201,6 +203,26 @@ def _train_through_pipes(
             f"({len(reports)} sent): is it `python -m xmlai_assets.remote.train`?"
         )
     return reports[0]
+
+
+def _pipes_channel(layout) -> tuple:
+    """How the step and the training program speak: through the object store that holds the
+    artifacts (the context and the messages as S3 objects, so the program may run on a host
+    that shares no disk with the step), or through temporary files on a local store."""
+    url = layout.artifacts.url
+    if not url.startswith("s3://"):
+        return None, None, "files"
+    import boto3
+    from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    client = boto3.client("s3")  # AWS_ENDPOINT_URL and the credentials from the environment
+    key_prefix = f"{prefix}/pipes".lstrip("/")
+    return (
+        PipesS3ContextInjector(bucket=bucket, client=client, key_prefix=key_prefix),
+        PipesS3MessageReader(bucket=bucket, client=client, interval=1),
+        "s3",
+    )
 
 
 champion_model = dg.AssetSpec(
