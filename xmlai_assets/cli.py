@@ -140,7 +140,7 @@ def _execute(defs, instance, *, asset_selection, run_config, tags):
         return result.success, result.all_events
 
 
-def _parse_range(first: str, last: str, defs=None, instance=None) -> bool:
+def _parse_range(first: str, last: str, run_config: dict, defs=None, instance=None) -> bool:
     """Parse the files of one partition range in one run (in a process of its own when `defs`
     and `instance` are not given: the code location and the instance from the environment)."""
     import dagster as dg
@@ -153,7 +153,7 @@ def _parse_range(first: str, last: str, defs=None, instance=None) -> bool:
         defs,
         instance,
         asset_selection=[dg.AssetKey("timeline_frames")],
-        run_config=QUIET,
+        run_config=run_config,
         tags={
             "dagster/asset_partition_range_start": first,
             "dagster/asset_partition_range_end": last,
@@ -206,13 +206,17 @@ def run_pipeline(
     # once, each orchestrated by a process of its own, and each run's parse step goes to a
     # worker of its own.
     ranges = contiguous_ranges(keys, todo, max(1, math.ceil(len(todo) / max(1, parse_runs))))
+    # the preset's settings of the parse step apply to the parse runs
+    ingest = (run_config or {}).get("ops", {}).get("timeline_frames")
+    parse_config = {**QUIET, **({"ops": {"timeline_frames": ingest}} if ingest else {})}
     if runs_in_process() or len(ranges) < 2:
         for first, last in ranges:
-            _parse_range(first, last, defs, instance)
+            _parse_range(first, last, parse_config, defs, instance)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(len(ranges), mp_context=context) as pool:
-            list(pool.map(_parse_range, *zip(*ranges, strict=True)))
+            firsts, lasts = zip(*ranges, strict=True)
+            list(pool.map(_parse_range, firsts, lasts, [parse_config] * len(ranges)))
     folder = folder_version(layout)
     instance.report_runless_asset_event(
         dg.AssetObservation(

@@ -107,7 +107,12 @@ POOL_MIN_FILES = 200
 
 def parse_workers(requested: int, n_files: int) -> int:
     """Processes to parse `n_files` with: `requested`, or with 0 one per CPU core this process
-    may use when there are at least POOL_MIN_FILES files, else 1 (the calling process)."""
+    may use when there are at least POOL_MIN_FILES files, else 1 (the calling process). A
+    daemonic process (a Celery worker's) may start no process: 1 there, whatever is asked."""
+    if multiprocessing.current_process().daemon:
+        if requested > 1:
+            log.warning("this process may not start others (a Celery worker's): parsing here")
+        return 1
     if requested > 0:
         return requested
     if n_files < POOL_MIN_FILES:

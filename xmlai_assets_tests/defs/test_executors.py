@@ -106,3 +106,20 @@ def test_files_to_parse_are_cut_into_contiguous_runs_of_at_most_the_share_asked(
         ("g.xml", "h.xml"),
     ]
     assert contiguous_ranges(keys, []) == []
+
+
+def test_a_presets_parse_settings_reach_the_parse_runs(tmp_path):
+    import dagster as dg
+
+    from xmlai_assets.cli import run_pipeline
+    from xmlai_assets.paths import DataLayout
+    from xmlai_assets.synth import generate_timeline
+    from xmlai_assets.timeline.ingest import read_report
+
+    layout = DataLayout.at(tmp_path)
+    generate_timeline(0, seconds=5, name="a").write(layout.timelines_dir)
+    preset = {"ops": {"timeline_frames": {"config": {"sample_rate_hz": 5.0}}}}
+    with dg.instance_for_test() as instance:
+        assert run_pipeline(layout, instance, preset, ingest_only=True)
+    report = read_report(layout, "a.xml")
+    assert report["status"] == "ok" and report["sample_rate_hz"] == 5.0

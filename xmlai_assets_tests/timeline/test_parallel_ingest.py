@@ -64,3 +64,17 @@ def test_the_default_uses_a_pool_only_for_many_files():
     assert parse_workers(0, POOL_MIN_FILES - 1) == 1
     assert parse_workers(0, POOL_MIN_FILES) == len(os.sched_getaffinity(0))
     assert parse_workers(3, 2) == 3
+
+
+def _workers_in_a_daemon(queue) -> None:
+    queue.put((parse_workers(4, 1000), parse_workers(0, 1000)))
+
+
+def test_a_daemonic_process_parses_in_itself_as_it_may_start_no_other():
+    """A Celery worker's pool process is daemonic: a pool there would fail to start."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_workers_in_a_daemon, args=(queue,), daemon=True)
+    child.start()
+    assert queue.get(timeout=60) == (1, 1)
+    child.join(30)

@@ -212,15 +212,26 @@ def _pipes_channel(layout) -> tuple:
     url = layout.artifacts.url
     if not url.startswith("s3://"):
         return None, None, "files"
+    import contextlib
+
     import boto3
     from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     client = boto3.client("s3")  # AWS_ENDPOINT_URL and the credentials from the environment
     key_prefix = f"{prefix}/pipes".lstrip("/")
+
+    class Reader(PipesS3MessageReader):
+        """The message chunks under the store's `pipes/` too, not at the bucket's root."""
+
+        @contextlib.contextmanager
+        def get_params(self):
+            with super().get_params() as params:
+                yield {**params, "key_prefix": f"{key_prefix}/{params['key_prefix']}"}
+
     return (
         PipesS3ContextInjector(bucket=bucket, client=client, key_prefix=key_prefix),
-        PipesS3MessageReader(bucket=bucket, client=client, interval=1),
+        Reader(bucket=bucket, client=client, interval=1),
         "s3",
     )
 
