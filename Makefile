@@ -23,28 +23,27 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/xmlai-assets run --preset configs/train_quick.yaml
 
-# Headless Chromium and its driver for the UI test, from Debian's packages (no browser download).
-browser:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+# $(call debian,PACKAGES,TEST,WHO): Debian's PACKAGES unless TEST passes, when run as root;
+# otherwise a line saying what WHO needs.
+define debian
+	@if ! { $(2); } >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	      apt-get install -y -qq --no-install-recommends $(1) >/dev/null; \
 	  else \
-	    echo "the UI test needs Debian's chromium and chromium-driver (apt-get install, as root)"; \
+	    echo "$(3) need Debian's $(1) (apt-get install, as root)"; \
 	  fi; \
 	fi
+endef
 
-# PostgreSQL and Redis for the cluster tests, from Debian's packages (the tests start them on
-# loopback and stop them; the S3 server comes from PyPI with the test extras).
+# Headless Chromium and its driver for the UI test (no browser download).
+browser:
+	$(call debian,chromium chromium-driver,command -v chromium && command -v chromedriver,the UI tests)
+
+# PostgreSQL and Redis for the cluster tests, which start them on loopback and stop them (the
+# S3 server comes from PyPI, pinned by hash, with the install).
 servers:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends postgresql redis-server >/dev/null; \
-	  else \
-	    echo "the cluster tests need Debian's postgresql and redis-server (apt-get install, as root)"; \
-	  fi; \
-	fi
+	$(call debian,postgresql redis-server,ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server,the cluster tests)
 
 test: install browser servers
 	$(PY) -m pytest -q

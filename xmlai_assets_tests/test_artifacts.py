@@ -61,7 +61,9 @@ def test_create_is_create_only(store):
     assert store.list("claims") == ["x.json"]  # no temporary file left beside it
 
 
-def test_of_many_writers_creating_one_name_exactly_one_wins(store):
+def assert_one_of_many_creators_wins(store: ArtifactStore, writers: int = 32) -> None:
+    """`writers` threads create one name at once: exactly one succeeds, and its bytes stay."""
+
     def attempt(i: int) -> bool:
         try:
             store.create("race.json", str(i).encode())
@@ -70,9 +72,13 @@ def test_of_many_writers_creating_one_name_exactly_one_wins(store):
             return False
 
     with ThreadPoolExecutor(8) as pool:
-        wins = list(pool.map(attempt, range(32)))
+        wins = list(pool.map(attempt, range(writers)))
     assert sum(wins) == 1
     assert store.read_bytes("race.json") == str(wins.index(True)).encode()
+
+
+def test_of_many_writers_creating_one_name_exactly_one_wins(store):
+    assert_one_of_many_creators_wins(store)
 
 
 def _create_in_process(args) -> bool:

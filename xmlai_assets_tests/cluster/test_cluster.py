@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from xmlai_assets.artifacts import ArtifactExists, ArtifactStore
+from xmlai_assets.artifacts import ArtifactStore
 from xmlai_assets.cli import run_pipeline
 from xmlai_assets.defs.resources import MASTER_POOL
 from xmlai_assets.model.store import (
@@ -32,6 +32,7 @@ from xmlai_assets.paths import ARTIFACTS, PROJECT_ROOT, DataLayout, frames_parqu
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets_tests.cluster.servers import BUCKET
 from xmlai_assets_tests.defs.test_train_assets import TINY
+from xmlai_assets_tests.test_artifacts import assert_one_of_many_creators_wins
 
 pytestmark = pytest.mark.cluster
 
@@ -110,19 +111,7 @@ def test_the_lineage_on_postgres_celery_and_s3_is_the_embedded_default_byte_for_
 
 
 def test_create_only_writes_on_a_real_object_store_have_one_winner(on_s3):
-    store = ArtifactStore(f"s3://{BUCKET}/race-{uuid.uuid4().hex}")
-
-    def attempt(i: int) -> bool:
-        try:
-            store.create("claim.json", str(i).encode())
-            return True
-        except ArtifactExists:
-            return False
-
-    with ThreadPoolExecutor(8) as pool:
-        wins = list(pool.map(attempt, range(24)))
-    assert sum(wins) == 1
-    assert store.read_bytes("claim.json") == str(wins.index(True)).encode()
+    assert_one_of_many_creators_wins(ArtifactStore(f"s3://{BUCKET}/race-{uuid.uuid4().hex}"), 24)
 
 
 def test_versions_and_a_stale_champion_swap_on_a_real_object_store(on_s3):
