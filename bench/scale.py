@@ -10,7 +10,7 @@
    two workers and two parse runs (`--parse-runs`), each process parsing one file at a time.
 
     .venv/bin/python bench/scale.py [--files 1100] [--sensor-files 10000] [--workers 2]
-                                    [--no-cluster]
+                                    [--parts 1,2,3]
 """
 
 from __future__ import annotations
@@ -129,77 +129,88 @@ def _parse_seconds(env: dict[str, str], since: float) -> float:
                 os.environ[k] = v
 
 
+def embedded_parse(tmp: Path, timelines: Path, args) -> None:
+    size = sum(p.stat().st_size for p in timelines.iterdir()) / 1e6
+    print(f"\n1. {args.files} synthetic timelines ({size:.0f} MB of XML) into frames tables")
+    one, _ = parse_all(tmp, timelines, "one", 1)
+    many, layout = parse_all(tmp, timelines, "pool", args.workers)
+    print(f"  in the calling process        {one:7.1f} s")
+    print(f"  in {args.workers} processes                {many:7.1f} s")
+    print(f"  speed-up                      {one / many:7.2f} x   (target >= 1.7x for 2)")
+    t = time.perf_counter()
+    summary = build_master_csv(layout, list_timeline_files(timelines))
+    master = time.perf_counter() - t
+    t = time.perf_counter()
+    preprocess(layout)
+    prep = time.perf_counter() - t
+    print(f"  frames -> master CSV          {master:7.1f} s ({summary.rows:,} rows)")
+    print(f"  master CSV -> sequences       {prep:7.1f} s")
+    shutil.rmtree(tmp / "one")
+
+
+def sensor_ticks(tmp: Path, args) -> None:
+    print(f"\n2. the file sensor at {args.sensor_files:,} files")
+    layout = DataLayout.at(tmp / "sensor")
+    one_file = generate_timeline(0, seconds=5, name="f").write(tmp)
+    data = Path(one_file).read_bytes()
+    layout.timelines_dir.mkdir(parents=True)
+    for i in range(args.sensor_files):
+        (layout.timelines_dir / f"f{i:06d}.xml").write_bytes(data)
+    names = list_timeline_files(layout.timelines_dir)
+    t = time.perf_counter()
+    list(ingest_timeline_files(layout, names, workers=args.workers))
+    print(f"  parsing them ({args.workers} processes)      {time.perf_counter() - t:7.1f} s")
+    with dg.instance_for_test() as instance:
+        first, result, cursor = tick(instance, layout, None)
+        print(
+            f"  first tick (all new)          {first:7.2f} s, "
+            f"{len(result.run_requests):,} run requests"
+        )
+        quiet, result, cursor = tick(instance, layout, cursor)
+        print(f"  tick, nothing changed         {quiet:7.2f} s ({type(result).__name__})")
+        changed = layout.timelines_dir / names[0]
+        changed.write_bytes(data.replace(b"</xmeml>", b"<!-- edit --></xmeml>"))
+        after, result, cursor = tick(instance, layout, cursor)
+        print(
+            f"  tick, one file changed        {after:7.2f} s, "
+            f"{len(result.run_requests)} run request"
+        )
+        print(f"  cursor                        {len(cursor):7d} bytes")
+
+
+def cluster_parse(tmp: Path, timelines: Path, args) -> None:
+    print(f"\n3. the {args.files} timelines on the cluster profile (Celery workers, S3)")
+    found = cluster_runs(tmp, timelines, [1, args.workers])
+    for count, seconds in found.items():
+        print(
+            f"  {count} worker{'s' if count > 1 else ' '}: parse {seconds['parse']:7.1f} s, "
+            f"whole run {seconds['total']:7.1f} s"
+        )
+    speed_up = found[1]["parse"] / found[args.workers]["parse"]
+    print(
+        f"  parse speed-up, {args.workers} workers      {speed_up:7.2f} x   (target >= 1.7x for 2)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=1100)
     parser.add_argument("--sensor-files", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--no-cluster", action="store_true", help="leave out part 3")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default: all)")
     args = parser.parse_args()
+    parts = {int(part) for part in args.parts.split(",")}
     print(f"{os.cpu_count()} CPU cores")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         timelines = tmp / "timelines"
         write_corpus(timelines, args.files)
-        size = sum(p.stat().st_size for p in timelines.iterdir()) / 1e6
-        print(f"\n1. {args.files} synthetic timelines ({size:.0f} MB of XML) into frames tables")
-        one, _ = parse_all(tmp, timelines, "one", 1)
-        many, layout = parse_all(tmp, timelines, "pool", args.workers)
-        print(f"  in the calling process        {one:7.1f} s")
-        print(f"  in {args.workers} processes                {many:7.1f} s")
-        print(f"  speed-up                      {one / many:7.2f} x   (target >= 1.7x for 2)")
-        t = time.perf_counter()
-        summary = build_master_csv(layout, list_timeline_files(timelines))
-        master = time.perf_counter() - t
-        t = time.perf_counter()
-        preprocess(layout)
-        prep = time.perf_counter() - t
-        print(f"  frames -> master CSV          {master:7.1f} s ({summary.rows:,} rows)")
-        print(f"  master CSV -> sequences       {prep:7.1f} s")
-        shutil.rmtree(tmp / "one")
-
-        print(f"\n2. the file sensor at {args.sensor_files:,} files")
-        layout = DataLayout.at(tmp / "sensor")
-        one_file = generate_timeline(0, seconds=5, name="f").write(tmp)
-        data = Path(one_file).read_bytes()
-        layout.timelines_dir.mkdir(parents=True)
-        for i in range(args.sensor_files):
-            (layout.timelines_dir / f"f{i:06d}.xml").write_bytes(data)
-        names = list_timeline_files(layout.timelines_dir)
-        t = time.perf_counter()
-        list(ingest_timeline_files(layout, names, workers=args.workers))
-        print(f"  parsing them ({args.workers} processes)      {time.perf_counter() - t:7.1f} s")
-        with dg.instance_for_test() as instance:
-            first, result, cursor = tick(instance, layout, None)
-            print(
-                f"  first tick (all new)          {first:7.2f} s, "
-                f"{len(result.run_requests):,} run requests"
-            )
-            quiet, result, cursor = tick(instance, layout, cursor)
-            print(f"  tick, nothing changed         {quiet:7.2f} s ({type(result).__name__})")
-            changed = layout.timelines_dir / names[0]
-            changed.write_bytes(data.replace(b"</xmeml>", b"<!-- edit --></xmeml>"))
-            after, result, cursor = tick(instance, layout, cursor)
-            print(
-                f"  tick, one file changed        {after:7.2f} s, "
-                f"{len(result.run_requests)} run request"
-            )
-            print(f"  cursor                        {len(cursor):7d} bytes")
-
-        if args.no_cluster:
-            return
-        print(f"\n3. the {args.files} timelines on the cluster profile (Celery workers, S3)")
-        found = cluster_runs(tmp, timelines, [1, args.workers])
-        for count, seconds in found.items():
-            print(
-                f"  {count} worker{'s' if count > 1 else ' '}: parse {seconds['parse']:7.1f} s, "
-                f"whole run {seconds['total']:7.1f} s"
-            )
-        speed_up = found[1]["parse"] / found[args.workers]["parse"]
-        print(
-            f"  parse speed-up, {args.workers} workers      {speed_up:7.2f} x   "
-            f"(target >= 1.7x for 2)"
-        )
+        if 1 in parts:
+            embedded_parse(tmp, timelines, args)
+        if 2 in parts:
+            sensor_ticks(tmp, args)
+        if 3 in parts:
+            cluster_parse(tmp, timelines, args)
 
 
 if __name__ == "__main__":

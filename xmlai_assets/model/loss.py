@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -139,15 +139,49 @@ def training_loss(
     masks: torch.Tensor,
     weights: Mapping[str, float] | None = None,
     class_weights: Mapping[str, torch.Tensor] | None = None,
+    sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    present: bool = True,
 ) -> torch.Tensor:
     """What training minimizes: the next-step loss, except that a gated model (outputs `move`
     and `delta`) learns each continuous value as a gate, binary cross-entropy on whether the
     value moved, and a change, squared error where it moved; both where the target track is
-    on. Its scored loss (`next_step_loss`) is that of the values it outputs."""
-    if "move" not in outputs:
-        return next_step_loss(outputs, sequences, masks, weights, class_weights)[0]
+    on. Its scored loss (`next_step_loss`) is that of the values it outputs.
+
+    Every term is a weighted sum over the batch's elements divided by a count of them. When a
+    batch is sharded over the ranks of a distributed run, `sum_over_ranks` sums the counts of
+    all ranks, so each rank's loss is its share of the whole batch's loss: summed over the
+    ranks, the loss and its gradient are those of the batch in one process. A rank whose
+    share of a short last batch is empty passes a stand-in window with `present=False`: it
+    counts for nothing."""
+    terms = _loss_terms(outputs, sequences, masks, class_weights)
+    if not present:
+        terms = [(head, total * 0.0, count * 0.0, share) for head, total, count, share in terms]
+    counts = torch.stack([count for _, _, count, _ in terms]).detach()
+    if sum_over_ranks is not None:
+        counts = sum_over_ranks(counts)
+    losses: dict[str, torch.Tensor] = {}
+    for i, (head, total, _, share) in enumerate(terms):
+        term = total / counts[i].clamp(min=1e-12) / share
+        losses[head] = losses[head] + term if head in losses else term
+    return total_loss(losses, weights)
+
+
+def _loss_terms(
+    outputs: Mapping[str, torch.Tensor],
+    sequences: torch.Tensor,
+    masks: torch.Tensor,
+    class_weights: Mapping[str, torch.Tensor] | None,
+) -> list[tuple[str, torch.Tensor, torch.Tensor, float]]:
+    """(head, weighted sum of its elements' losses, their count, the share of the head it
+    divides by) per term."""
     targets = next_step_targets(sequences, masks)
-    losses = head_losses(outputs, targets, class_weights)
+    elements = element_losses(outputs, targets, class_weights)
+    if "move" not in outputs:
+        return [(head, (loss * w).sum(), w.sum(), 1) for head, (loss, w) in elements.items()]
+    terms = []
+    for head in ("active", "asset"):
+        loss, w = elements[head]
+        terms.append((head, (loss * w).sum(), w.sum(), 1))
     b, t, _ = sequences.shape
     before = sequences[:, :-1].reshape(b, t - 1, -1, N_PARAMS)  # the input step's tracks
     change = targets.values - before[..., VALUES]
@@ -161,10 +195,9 @@ def training_loss(
     step = (outputs["delta"][:, :-1].float() - change) ** 2
     for i, param in enumerate(CONTINUOUS_PARAMS):
         w_gate, w_step = gated[..., i], (on * torch.maximum(moved, 1.0 - gated))[..., i]
-        gate_loss = (gate[..., i] * w_gate).sum() / w_gate.sum().clamp(min=1e-12)
+        # the seven gates share one head's weight, so on/off prediction is not starved
+        terms.append((param, (gate[..., i] * w_gate).sum(), w_gate.sum(), len(CONTINUOUS_PARAMS)))
         # over every scored element, as the plain squared error: the rare moves do not outweigh
         # the other heads
-        step_loss = (step[..., i] * w_step).sum() / on[..., i].sum().clamp(min=1e-12)
-        # the seven gates share one head's weight, so on/off prediction is not starved
-        losses[param] = gate_loss / len(CONTINUOUS_PARAMS) + step_loss
-    return total_loss(losses, weights)
+        terms.append((param, (step[..., i] * w_step).sum(), on[..., i].sum(), 1))
+    return terms

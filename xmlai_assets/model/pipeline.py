@@ -43,7 +43,13 @@ from xmlai_assets.model.store import (
     save_version,
     set_champion,
 )
-from xmlai_assets.model.train import EpochRecord, TrainConfig, TrainResult, train
+from xmlai_assets.model.train import (
+    EpochRecord,
+    TrainConfig,
+    TrainResult,
+    distributed_rank,
+    train,
+)
 from xmlai_assets.model.transformer import count_parameters
 from xmlai_assets.paths import SCALERS_JSON, SPLITS, DataLayout, sequences_npz
 from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
@@ -211,7 +217,7 @@ def fit_model(
     *,
     log: Callable[[str], None] = print,
     extra_metadata: dict | None = None,
-) -> ModelSummary:
+) -> ModelSummary | None:
     train_data, val_data, test_data = (read_split(layout, split) for split in SPLITS)
     scalers_json = layout.artifacts.read_bytes(SCALERS_JSON)
     data_versions = input_versions(layout)
@@ -225,6 +231,8 @@ def fit_model(
         log=log,
     )
 
+    if distributed_rank()[0] != 0:
+        return None  # one rank of a distributed run: the first evaluates and writes the version
     scalers = json.loads(scalers_json)["params"]
     value_scale = {param: stats["scale"] for param, stats in scalers.items()}
     priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))

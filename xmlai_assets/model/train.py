@@ -249,7 +249,8 @@ def train(
             stopped_early = state.bad_epochs >= config.patience
             log(_epoch_line(config, state, record, resumed_from, stopped_early))
             since_saved = time.perf_counter() - saved_at
-            if checkpoint_path is not None and since_saved >= 60.0 * config.checkpoint_minutes:
+            due = since_saved >= 60.0 * config.checkpoint_minutes
+            if checkpoint_path is not None and due and run.rank == 0:
                 save_checkpoint(checkpoint_path, {"key": key, **run.checkpoint()})
                 saved_at = time.perf_counter()
             if after_epoch is not None:
@@ -286,10 +287,16 @@ class _Run:
         log: Callable[[str], None],
     ):
         self.config, self.device, self.log = config, device, log
-        compiled = config.compile and device.type == "cuda"
+        # a distributed run (torchrun): each rank takes its share of every batch
+        self.rank, self.ranks = distributed_rank()
+        compiled = config.compile and device.type == "cuda" and self.ranks == 1
         torch.manual_seed(config.seed)
         self.model = MultiTrackTransformer(config.architecture()).to(device)
         self.forward = torch.compile(self.model) if compiled else self.model
+        if self.ranks > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(self.model)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.batches = BatchIterator(
             train_data,
@@ -342,11 +349,28 @@ class _Run:
             group["lr"] = lr
 
     def loss(self, batch: Batch) -> torch.Tensor:
+        """This rank's loss on its share of `batch` (the whole batch in one process)."""
+        present = True
+        if self.ranks > 1:
+            rows = torch.arange(self.rank, len(batch.masks), self.ranks, device=self.device)
+            present = len(rows) > 0
+            rows = rows if present else torch.zeros(1, dtype=torch.long, device=self.device)
+            batch = Batch(batch.sequences[rows], batch.masks[rows])
         with self.autocast:
             outputs = self.forward(batch.sequences, batch.masks)
         return training_loss(
-            outputs, batch.sequences, batch.masks, self.config.loss_weights, self.class_weights
+            outputs,
+            batch.sequences,
+            batch.masks,
+            self.config.loss_weights,
+            self.class_weights,
+            sum_over_ranks=_sum_over_ranks if self.ranks > 1 else None,
+            present=present,
         )
+
+    def batch_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The whole batch's loss from this rank's share: the sum over the ranks."""
+        return _sum_over_ranks(loss.detach()) if self.ranks > 1 else loss.detach()
 
     def train_epoch(self) -> tuple[float, int]:
         """(mean training loss, steps skipped for a non-finite loss or gradient)."""
@@ -356,7 +380,8 @@ class _Run:
         for batch in self.batches:
             state.step += 1
             loss = self.loss(batch.to(self.device))
-            problem = _backward(loss, self.model, optimizer, config.grad_clip)
+            whole = self.batch_loss(loss)
+            problem = _backward(loss, whole, self.ranks, self.model, optimizer, config.grad_clip)
             if problem is not None:
                 skipped += 1
                 bad_in_a_row += 1
@@ -374,7 +399,7 @@ class _Run:
             optimizer.step()
             state.updates += 1
             self.set_learning_rate()
-            total += float(loss.detach())
+            total += float(whole)
             counted += 1
         return (total / counted if counted else math.nan), skipped
 
@@ -392,13 +417,15 @@ class _Run:
         for i, batch in enumerate(self.batches):
             state.step += 1
             loss = self.loss(batch)
+            whole = self.batch_loss(loss)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # data parallel averages the ranks' gradients; their sum is the batch's
+            (loss * self.ranks).backward()
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            bad = (~torch.isfinite(loss.detach() + norm)).float()
+            bad = (~torch.isfinite(whole + norm)).float()
             optimizer.found_inf = bad  # the fused update is skipped where this is 1
             optimizer.step()
-            losses[i] = loss.detach()
+            losses[i] = whole
             bad_steps[i] = bad
             state.updates += 1
             self.set_learning_rate()
@@ -431,19 +458,38 @@ class _Run:
 
 
 def _backward(
-    loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
+    loss: torch.Tensor,
+    whole: torch.Tensor,
+    ranks: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float,
 ) -> str | None:
-    """Gradients of `loss`, clipped; what was non-finite (the step is then skipped), or None."""
-    if not torch.isfinite(loss):
+    """Gradients of the batch's loss (`whole`; this rank's share is `loss`), clipped; what was
+    non-finite (the step is then skipped, on every rank alike), or None."""
+    if not torch.isfinite(whole):
         optimizer.zero_grad(set_to_none=True)
         return "loss"
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * ranks).backward()  # data parallel averages the ranks' gradients; the sum is wanted
     norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
     if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
         return "gradient norm"
     return None
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(this process's rank, the number of ranks) of a distributed run; (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    summed = tensor.clone()
+    torch.distributed.all_reduce(summed)
+    return summed
 
 
 def _stop_on_a_run_of_bad_steps(

@@ -10,8 +10,10 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from xmlai_assets.paths import (
     MASTER_CSV,
@@ -245,51 +247,55 @@ def build_master_csv(
     summary = MasterSummary(rows=0, rows_per_video={})
     store = layout.artifacts
     owners: dict[str, str] = {}  # case-folded video id -> the file that has it
-    included: list[str] = []
+    included: dict[str, Path] = {}  # file name -> its frames table, read once (a local file)
     inputs = hashlib.sha256()
-    for name in sorted(names):
-        report = read_report(layout, name)
-        frames = frames_parquet(name)
-        if report is None or (report["status"] == "ok" and not store.exists(frames)):
-            summary.missing.append(name)
-            continue
-        if report["status"] != "ok":
-            summary.failed[name] = report["reason"]
-            continue
-        video_id = report["timeline"]["video_id"]
-        twin = owners.get(video_id.casefold())
-        if twin is not None:
-            summary.failed[name] = (
-                f"video id {video_id!r} is already taken by {twin!r} (the names differ only by "
-                "case or extension); rename one of them"
-            )
-            continue
-        if store.sha256(frames) != report["frames_sha256"]:
-            summary.failed[name] = "its frames table changed since it was written; parse it again"
-            continue
-        owners[video_id.casefold()] = name
-        included.append(name)
-        inputs.update(f"{name}\0{report['frames_sha256']}\n".encode("utf-8", "surrogateescape"))
-        summary.rows_per_video[video_id] = report["rows"]
-        if report["timeline"]["dropped_tracks"]:
-            summary.dropped_tracks[name] = report["timeline"]["dropped_tracks"]
-    summary.inputs = inputs.hexdigest()
-    summary.rows = sum(summary.rows_per_video.values())
-    unchanged = (
-        previous is not None
-        and previous.get("inputs") == summary.inputs
-        and store.exists(MASTER_CSV)
-        and (on_disk := store.sha256(MASTER_CSV)) == previous.get("sha256")
-    )
-    if not unchanged:
-        tables = []
-        for name in included:
-            with store.reading(frames_parquet(name)) as path:
-                tables.append(read_frames(path))
-        with store.writing(MASTER_CSV) as tmp:
-            write_csv(concat_frames(tables), tmp)
-            on_disk = file_sha256(tmp)
-        del tables
+    with ExitStack() as copies:
+        for name in sorted(names):
+            report = read_report(layout, name)
+            if report is not None and report["status"] == "ok":
+                try:
+                    frames = copies.enter_context(store.reading(frames_parquet(name)))
+                except FileNotFoundError:
+                    report = None
+            if report is None:
+                summary.missing.append(name)
+                continue
+            if report["status"] != "ok":
+                summary.failed[name] = report["reason"]
+                continue
+            video_id = report["timeline"]["video_id"]
+            twin = owners.get(video_id.casefold())
+            if twin is not None:
+                summary.failed[name] = (
+                    f"video id {video_id!r} is already taken by {twin!r} (the names differ "
+                    "only by case or extension); rename one of them"
+                )
+                continue
+            if file_sha256(frames) != report["frames_sha256"]:
+                summary.failed[name] = (
+                    "its frames table changed since it was written; parse it again"
+                )
+                continue
+            owners[video_id.casefold()] = name
+            included[name] = frames
+            inputs.update(f"{name}\0{report['frames_sha256']}\n".encode("utf-8", "surrogateescape"))
+            summary.rows_per_video[video_id] = report["rows"]
+            if report["timeline"]["dropped_tracks"]:
+                summary.dropped_tracks[name] = report["timeline"]["dropped_tracks"]
+        summary.inputs = inputs.hexdigest()
+        summary.rows = sum(summary.rows_per_video.values())
+        unchanged = (
+            previous is not None
+            and previous.get("inputs") == summary.inputs
+            and store.exists(MASTER_CSV)
+            and (on_disk := store.sha256(MASTER_CSV)) == previous.get("sha256")
+        )
+        if not unchanged:
+            master = concat_frames(read_frames(path) for path in included.values())
+            with store.writing(MASTER_CSV) as tmp:
+                write_csv(master, tmp)
+                on_disk = file_sha256(tmp)
+            del master
     summary.rewritten = not unchanged
     summary.sha256 = on_disk
     summary.size_bytes = store.size(MASTER_CSV)
