@@ -6,7 +6,9 @@ processes; version claims and champion swaps stay safe on a real object store.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -185,3 +187,45 @@ def _started_steps(instance, run_id: str) -> dict[str, float]:
         if record.dagster_event is not None
         and record.dagster_event.event_type_value == "STEP_START"
     }
+
+
+def test_a_run_killed_while_waiting_for_a_slot_does_not_keep_it_from_the_next(
+    cluster, on_s3, monkeypatch
+):
+    """A run waits for the master's slot, and its process is killed (SIGKILL). When the slot
+    frees, it goes to that dead run's waiting step. The next run on the host marks the dead
+    run failed and frees what it held, so it does not wait forever."""
+    env, _ = cluster
+    timelines = Path(env["XMLAI_DATA_DIR"]) / "timelines"
+    if not any(timelines.glob("*.xml")):
+        for seed in range(4):
+            generate_timeline(seed, seconds=12, name=f"tl {seed}").write(timelines)
+    for name in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET"):
+        monkeypatch.setenv(name, env[name])
+    argv = [sys.executable, "-m", "xmlai_assets.cli", "run", "--no-train"]
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
+        assert storage.claim_concurrency_slot(MASTER_POOL, "holder", "master").is_claimed
+        doomed = subprocess.Popen(
+            argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not storage.get_concurrency_info(MASTER_POOL).pending_run_ids:
+                assert time.monotonic() < deadline, "the run never waited for the slot"
+                time.sleep(0.5)
+        finally:
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait(30)
+        (dead_run,) = storage.get_concurrency_info(MASTER_POOL).pending_run_ids
+        storage.free_concurrency_slots_for_run("holder")
+        # the slot went to the dead run's waiting step
+        assert storage.get_concurrency_info(MASTER_POOL).assigned_run_ids == {dead_run}
+        after = subprocess.run(
+            argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert after.returncode == 0, after.stdout[-3000:]
+        dead = instance.get_run_by_id(dead_run)
+        assert dead.status == dg.DagsterRunStatus.FAILURE
+        assert not storage.get_concurrency_info(MASTER_POOL).claimed_slots
