@@ -179,7 +179,7 @@ def run_pipeline(
     import dagster as dg
 
     from xmlai_assets.definitions import build_definitions
-    from xmlai_assets.defs.executors import EXECUTOR_ENV, runs_in_process
+    from xmlai_assets.defs.executors import EXECUTOR_ENV, executor_kind, runs_in_process
     from xmlai_assets.defs.ingest.assets import TIMELINE_XML
     from xmlai_assets.defs.metadata import observation_tags
     from xmlai_assets.defs.partitions import sync_timeline_partitions, timeline_files
@@ -189,7 +189,7 @@ def run_pipeline(
     if not runs_in_process() and layout != DataLayout.from_env():
         # the workers load the code location with their own settings, not this process's
         raise ValueError(
-            f"with {EXECUTOR_ENV}={os.environ[EXECUTOR_ENV]} the workers read where the data "
+            f"with {EXECUTOR_ENV}={executor_kind()} the workers read where the data "
             "is from their XMLAI_* variables: set those instead of --data-dir or --timelines-dir"
         )
     defs = build_definitions(DataPaths.of(layout))

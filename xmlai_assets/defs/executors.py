@@ -20,8 +20,13 @@ EXECUTOR_ENV = "XMLAI_EXECUTOR"
 EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
 
 
+def executor_kind() -> str:
+    """The executor `XMLAI_EXECUTOR` names (`in_process` when unset)."""
+    return os.environ.get(EXECUTOR_ENV) or "in_process"
+
+
 def executor_from_env() -> dg.ExecutorDefinition:
-    kind = os.environ.get(EXECUTOR_ENV) or "in_process"
+    kind = executor_kind()
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "multiprocess":
@@ -49,7 +54,7 @@ def training_op_tags() -> dict:
     `XMLAI_K8S_TRAIN_GPUS` GPUs (default 1) on a node that `XMLAI_K8S_GPU_NODE_SELECTOR`
     (`label=value`, default `nvidia.com/gpu.present=true`) selects, tolerating the GPU nodes'
     taint; every other step runs on ordinary nodes. None elsewhere."""
-    if (os.environ.get(EXECUTOR_ENV) or "in_process") != "k8s":
+    if executor_kind() != "k8s":
         return {}
     gpus = os.environ.get("XMLAI_K8S_TRAIN_GPUS") or "1"
     selector = os.environ.get("XMLAI_K8S_GPU_NODE_SELECTOR") or "nvidia.com/gpu.present=true"
@@ -69,4 +74,4 @@ def training_op_tags() -> dict:
 
 def runs_in_process() -> bool:
     """Whether a run's steps share its process (the command line then runs it right there)."""
-    return (os.environ.get(EXECUTOR_ENV) or "in_process") == "in_process"
+    return executor_kind() == "in_process"

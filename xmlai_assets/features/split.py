@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xmlai_assets.atomic import atomic_path
 from xmlai_assets.features.frames import DataFileError, iter_batches, read_columns
 from xmlai_assets.paths import SPLITS
 from xmlai_assets.timeline.tables import csv_writer
@@ -109,17 +108,14 @@ def write_split_csvs(
     """Copy the master's rows into one CSV per split (`paths[name]`), streaming in bounded
     memory.
 
-    Rows keep their order and their text (numbers are written back exactly as read). Every
-    file is written atomically; a split without videos gets the header alone.
-    """
+    Rows keep their order and their text (numbers are written back exactly as read); a split
+    without videos gets the header alone. The caller makes the files appear whole
+    (`ArtifactStore.writing`)."""
     sides = split.by_name()
     known = pa.array([v for ids in sides.values() for v in ids], pa.string())
     members = {name: pa.array(ids, pa.string()) for name, ids in sides.items()}
     with ExitStack() as stack:
-        handles = {
-            name: stack.enter_context(open(stack.enter_context(atomic_path(paths[name])), "wb"))
-            for name in SPLITS
-        }
+        handles = {name: stack.enter_context(open(paths[name], "wb")) for name in SPLITS}
         writers = None
         for batch in iter_batches(master):
             if writers is None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xmlai_assets.atomic import atomic_path
 from xmlai_assets.features.frames import DataFileError, TrackFrames
 from xmlai_assets.timeline.schema import N_TRACKS, TRACK_PARAMS
 
@@ -94,9 +93,9 @@ def first_targets(start: np.ndarray, window: int, stride: int) -> np.ndarray:
 
 
 def write_npz(sequences: Sequences, path: str | os.PathLike[str]) -> None:
-    """Write the arrays as an uncompressed `.npz` (np.load reads it), atomically and with the
-    same bytes for the same arrays."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+    """Write the arrays as an uncompressed `.npz` (np.load reads it), with the same bytes for the
+    same arrays."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         for name, array in sequences.arrays().items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
             info.external_attr = 0o644 << 16

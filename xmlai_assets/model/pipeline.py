@@ -53,6 +53,7 @@ from xmlai_assets.model.train import (
 from xmlai_assets.model.transformer import count_parameters
 from xmlai_assets.paths import SCALERS_JSON, SPLITS, DataLayout, sequences_npz
 from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
+from xmlai_assets.timeline.tables import file_sha256
 
 
 @dataclass
@@ -103,17 +104,11 @@ class ModelSummary:
         }
 
 
-def input_versions(layout: DataLayout) -> dict[str, str]:
-    """Content hashes of what training reads."""
-    store = layout.artifacts
-    versions = {f"{split}_sequences": store.sha256(sequences_npz(split)) for split in SPLITS}
-    return versions | {"scalers": store.sha256(SCALERS_JSON)}
-
-
-def read_split(layout: DataLayout, split: str) -> MultiTrackDataset:
-    """The windows of one split, from the artifact store."""
+def read_split(layout: DataLayout, split: str) -> tuple[MultiTrackDataset, str]:
+    """The windows of one split from the artifact store, and the sha256 of the file they were
+    read from (one read, whatever the store)."""
     with layout.artifacts.reading(sequences_npz(split)) as path:
-        return MultiTrackDataset.from_npz(path)
+        return MultiTrackDataset.from_npz(path), file_sha256(path)
 
 
 def loss_curve(history: list[EpochRecord], best_epoch: int) -> bytes:
@@ -218,9 +213,13 @@ def fit_model(
     log: Callable[[str], None] = print,
     extra_metadata: dict | None = None,
 ) -> ModelSummary | None:
-    train_data, val_data, test_data = (read_split(layout, split) for split in SPLITS)
+    read = {split: read_split(layout, split) for split in SPLITS}
+    train_data, val_data, test_data = (read[split][0] for split in SPLITS)
     scalers_json = layout.artifacts.read_bytes(SCALERS_JSON)
-    data_versions = input_versions(layout)
+    # content hashes of what training reads
+    data_versions = {f"{split}_sequences": read[split][1] for split in SPLITS} | {
+        "scalers": hashlib.sha256(scalers_json).hexdigest()
+    }
     data_key = hashlib.sha256(json.dumps(data_versions, sort_keys=True).encode()).hexdigest()
     result = train(
         train_data,

@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from xmlai_assets.atomic import atomic_path
 from xmlai_assets.timeline.schema import COLUMNS
 
 
@@ -28,9 +27,10 @@ def frames_to_table(df: pd.DataFrame) -> pa.Table:
 
 
 def write_frames(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write one timeline's frames as Parquet, atomically and byte-identically on reruns."""
-    with atomic_path(path) as tmp:
-        pq.write_table(frames_to_table(df), tmp, compression="zstd")
+    """Write one timeline's frames as Parquet, byte-identically on reruns. Like every writer
+    here it writes `path` as it goes: the caller writes to a temporary file that becomes the
+    artifact whole (`ArtifactStore.writing`)."""
+    pq.write_table(frames_to_table(df), path, compression="zstd")
 
 
 def read_frames(path: str | os.PathLike[str]) -> pa.Table:
@@ -57,8 +57,8 @@ def csv_writer(fh: BinaryIO, schema: pa.Schema) -> pa_csv.CSVWriter:
 
 
 def write_csv(table: pa.Table, path: str | os.PathLike[str]) -> None:
-    """Write a table as CSV with pyarrow (about 10x faster than pandas at this size), atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh, csv_writer(fh, table.schema) as writer:
+    """Write a table as CSV with pyarrow (about 10x faster than pandas at this size)."""
+    with open(path, "wb") as fh, csv_writer(fh, table.schema) as writer:
         writer.write_table(table)
 
 

@@ -41,27 +41,36 @@ pytestmark = pytest.mark.cluster
 TASK_DONE = re.compile(r"Task execute_plan\[[^\]]+\] succeeded")
 
 
+@pytest.fixture
+def instance(cluster, on_s3, monkeypatch):
+    """The cluster's instance (PostgreSQL) as this process sees it, with timelines in the
+    watched folder, at the path every worker sees (a shared mount on a real cluster)."""
+    env, _ = cluster
+    timelines = Path(env["XMLAI_DATA_DIR"]) / "timelines"
+    if not any(timelines.glob("*.xml")):
+        for seed in range(8):
+            generate_timeline(seed, seconds=12, name=f"tl {seed}").write(timelines)
+    for name in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET"):
+        monkeypatch.setenv(name, env[name])
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def xmlai_run(*args: str) -> list[str]:
+    """`xmlai-assets run` with `args`, as a command line."""
+    return [sys.executable, "-m", "xmlai_assets.cli", "run", *args]
+
+
 def test_the_lineage_on_postgres_celery_and_s3_is_the_embedded_default_byte_for_byte(
-    cluster, on_s3, tmp_path, monkeypatch
+    cluster, instance, tmp_path, monkeypatch
 ):
     env, worker_logs = cluster
-    # the watched folder, at the path every worker sees (a shared mount on a real cluster)
     timelines = Path(env["XMLAI_DATA_DIR"]) / "timelines"
-    for seed in range(8):
-        generate_timeline(seed, seconds=12, name=f"tl {seed}").write(timelines)
     preset = tmp_path / "tiny.yaml"
     preset.write_text(yaml.safe_dump(TINY))
+    before = {r.run_id for r in instance.get_runs()}
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xmlai_assets.cli",
-            "run",
-            "--preset",
-            str(preset),
-            "--parse-runs",
-            "2",
-        ],
+        xmlai_run("--preset", str(preset), "--parse-runs", "2"),
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -76,17 +85,15 @@ def test_the_lineage_on_postgres_celery_and_s3_is_the_embedded_default_byte_for_
     assert all(n > 0 for n in done), done
 
     # the run history is in PostgreSQL: the two parse runs and the rest, all successful
-    for name in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET"):
-        monkeypatch.setenv(name, env[name])
-    with dg.DagsterInstance.get() as inst:
-        runs = inst.get_runs()
-        assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        parse_runs = [r for r in runs if "dagster/asset_partition_range_start" in r.tags]
-        assert len(parse_runs) == 2
-        trained = inst.get_latest_materialization_event(dg.AssetKey("trained_model"))
-        metadata = trained.asset_materialization.metadata
-        assert metadata["trained_in"].value == env["XMLAI_TRAIN_COMMAND"]  # through Pipes
-        assert metadata["version"].value == f"s3://{BUCKET}/cluster-run/models/v0001"
+    runs = [r for r in instance.get_runs() if r.run_id not in before]
+    assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    parse_runs = [r for r in runs if "dagster/asset_partition_range_start" in r.tags]
+    assert len(parse_runs) == 2
+    trained = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+    metadata = trained.asset_materialization.metadata
+    assert metadata["trained_in"].value == env["XMLAI_TRAIN_COMMAND"]  # through Pipes
+    assert metadata["version"].value.startswith(f"s3://{BUCKET}/cluster-run/models/v")
+    version = metadata["version_name"].value
     # its context and messages went through S3, under the store's pipes/
     import s3fs
 
@@ -97,15 +104,16 @@ def test_the_lineage_on_postgres_celery_and_s3_is_the_embedded_default_byte_for_
     # the same lineage on the embedded default (in-process executor, SQLite, a local folder)
     local = DataLayout.at(tmp_path / "local", timelines)
     monkeypatch.delenv("XMLAI_EXECUTOR", raising=False)
-    with dg.instance_for_test() as instance:
-        assert run_pipeline(local, instance, TINY)
+    with dg.instance_for_test() as embedded:
+        assert run_pipeline(local, embedded, TINY)
     remote = ArtifactStore(env["XMLAI_DATA_URL"])
-    names = [name for names in ARTIFACTS.values() for name in names]
-    names += [frames_parquet(path.name) for path in timelines.iterdir()]
-    names += [f"models/v0001/{f}" for f in ("model.safetensors", "scalers.json", "config.json")]
-    for name in names:
-        assert remote.read_bytes(name) == local.artifacts.read_bytes(name), name
-    metadata = json.loads(remote.read_bytes("models/v0001/metadata.json"))
+    names = [(name, name) for names in ARTIFACTS.values() for name in names]
+    names += [(frames_parquet(path.name),) * 2 for path in timelines.iterdir()]
+    for file in ("model.safetensors", "scalers.json", "config.json"):
+        names.append((f"models/{version}/{file}", f"models/v0001/{file}"))
+    for there, here in names:
+        assert remote.read_bytes(there) == local.artifacts.read_bytes(here), there
+    metadata = json.loads(remote.read_bytes(f"models/{version}/metadata.json"))
     assert (
         metadata["data_versions"]
         == json.loads(local.artifacts.read_bytes("models/v0001/metadata.json"))["data_versions"]
@@ -143,40 +151,30 @@ def test_versions_and_a_stale_champion_swap_on_a_real_object_store(on_s3):
     assert champion(store) == "v0001"
 
 
-def test_a_run_waits_while_another_holds_the_pool_of_the_artifact_it_writes(
-    cluster, on_s3, monkeypatch
-):
+def test_a_run_waits_while_another_holds_the_pool_of_the_artifact_it_writes(cluster, instance):
     """The master CSV's pool has one slot in the cluster's instance (PostgreSQL), for every
     host. While another run holds it, a run that writes the master waits; it goes on once the
     slot is freed (as the daemon frees a dead run's)."""
     env, _ = cluster
-    timelines = Path(env["XMLAI_DATA_DIR"]) / "timelines"
-    if not any(timelines.glob("*.xml")):
-        for seed in range(4):
-            generate_timeline(seed, seconds=12, name=f"tl {seed}").write(timelines)
-    for name in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET"):
-        monkeypatch.setenv(name, env[name])
-    argv = [sys.executable, "-m", "xmlai_assets.cli", "run", "--no-train"]
-    with dg.DagsterInstance.get() as instance:
-        storage = instance.event_log_storage
-        storage.get_concurrency_info(MASTER_POOL)  # the pool exists once a run used it
-        subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
-        assert storage.get_concurrency_info(MASTER_POOL).slot_count == 1
-        status = storage.claim_concurrency_slot(MASTER_POOL, "another-run", "master_training_data")
-        assert status.is_claimed
-        run = subprocess.Popen(argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
-        try:
-            time.sleep(25)
-            assert run.poll() is None, "the run went on while another held the pool's slot"
-            waiting = instance.get_runs(limit=1)[0]
-            assert "master_training_data" not in _started_steps(instance, waiting.run_id)
-        finally:
-            released = time.time()
-            storage.free_concurrency_slots_for_run("another-run")
-        out = run.communicate(timeout=600)[0]
-        assert run.returncode == 0, out[-3000:]
-        starts = _started_steps(instance, waiting.run_id)
-        assert starts["master_training_data"] >= released
+    argv = xmlai_run("--no-train")
+    storage = instance.event_log_storage
+    subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
+    assert storage.get_concurrency_info(MASTER_POOL).slot_count == 1
+    status = storage.claim_concurrency_slot(MASTER_POOL, "another-run", "master_training_data")
+    assert status.is_claimed
+    run = subprocess.Popen(argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(25)
+        assert run.poll() is None, "the run went on while another held the pool's slot"
+        waiting = instance.get_runs(limit=1)[0]
+        assert "master_training_data" not in _started_steps(instance, waiting.run_id)
+    finally:
+        released = time.time()
+        storage.free_concurrency_slots_for_run("another-run")
+    out = run.communicate(timeout=600)[0]
+    assert run.returncode == 0, out[-3000:]
+    starts = _started_steps(instance, waiting.run_id)
+    assert starts["master_training_data"] >= released
 
 
 def _started_steps(instance, run_id: str) -> dict[str, float]:
@@ -189,43 +187,34 @@ def _started_steps(instance, run_id: str) -> dict[str, float]:
     }
 
 
-def test_a_run_killed_while_waiting_for_a_slot_does_not_keep_it_from_the_next(
-    cluster, on_s3, monkeypatch
-):
+def test_a_run_killed_while_waiting_for_a_slot_does_not_keep_it_from_the_next(cluster, instance):
     """A run waits for the master's slot, and its process is killed (SIGKILL). When the slot
     frees, it goes to that dead run's waiting step. The next run on the host marks the dead
     run failed and frees what it held, so it does not wait forever."""
     env, _ = cluster
-    timelines = Path(env["XMLAI_DATA_DIR"]) / "timelines"
-    if not any(timelines.glob("*.xml")):
-        for seed in range(4):
-            generate_timeline(seed, seconds=12, name=f"tl {seed}").write(timelines)
-    for name in ("DAGSTER_HOME", "XMLAI_POSTGRES_URL", "XMLAI_S3_BUCKET"):
-        monkeypatch.setenv(name, env[name])
-    argv = [sys.executable, "-m", "xmlai_assets.cli", "run", "--no-train"]
-    with dg.DagsterInstance.get() as instance:
-        storage = instance.event_log_storage
-        subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
-        assert storage.claim_concurrency_slot(MASTER_POOL, "holder", "master").is_claimed
-        doomed = subprocess.Popen(
-            argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not storage.get_concurrency_info(MASTER_POOL).pending_run_ids:
-                assert time.monotonic() < deadline, "the run never waited for the slot"
-                time.sleep(0.5)
-        finally:
-            os.killpg(doomed.pid, signal.SIGKILL)
-            doomed.wait(30)
-        (dead_run,) = storage.get_concurrency_info(MASTER_POOL).pending_run_ids
-        storage.free_concurrency_slots_for_run("holder")
-        # the slot went to the dead run's waiting step
-        assert storage.get_concurrency_info(MASTER_POOL).assigned_run_ids == {dead_run}
-        after = subprocess.run(
-            argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
-        )
-        assert after.returncode == 0, after.stdout[-3000:]
-        dead = instance.get_run_by_id(dead_run)
-        assert dead.status == dg.DagsterRunStatus.FAILURE
-        assert not storage.get_concurrency_info(MASTER_POOL).claimed_slots
+    argv = xmlai_run("--no-train")
+    storage = instance.event_log_storage
+    subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
+    assert storage.claim_concurrency_slot(MASTER_POOL, "holder", "master").is_claimed
+    doomed = subprocess.Popen(
+        argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not storage.get_concurrency_info(MASTER_POOL).pending_run_ids:
+            assert time.monotonic() < deadline, "the run never waited for the slot"
+            time.sleep(0.5)
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(30)
+    (dead_run,) = storage.get_concurrency_info(MASTER_POOL).pending_run_ids
+    storage.free_concurrency_slots_for_run("holder")
+    # the slot went to the dead run's waiting step
+    assert storage.get_concurrency_info(MASTER_POOL).assigned_run_ids == {dead_run}
+    after = subprocess.run(
+        argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert after.returncode == 0, after.stdout[-3000:]
+    dead = instance.get_run_by_id(dead_run)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    assert not storage.get_concurrency_info(MASTER_POOL).claimed_slots
