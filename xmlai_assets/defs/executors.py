@@ -16,6 +16,8 @@ import os
 
 import dagster as dg
 
+from xmlai_assets.defs.resources import TRAIN_IMAGE_ENV
+
 EXECUTOR_ENV = "XMLAI_EXECUTOR"
 EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
 
@@ -49,27 +51,30 @@ K8S_CONFIG_TAG = "dagster-k8s/config"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
-def training_op_tags() -> dict:
-    """The training step's tags: on Kubernetes (XMLAI_EXECUTOR=k8s) its pod asks for
-    `XMLAI_K8S_TRAIN_GPUS` GPUs (default 1) on a node that `XMLAI_K8S_GPU_NODE_SELECTOR`
-    (`label=value`, default `nvidia.com/gpu.present=true`) selects, tolerating the GPU nodes'
-    taint; every other step runs on ordinary nodes. None elsewhere."""
-    if executor_kind() != "k8s":
-        return {}
+def gpu_pod() -> dict:
+    """What a training pod asks of Kubernetes: `XMLAI_K8S_TRAIN_GPUS` GPUs (default 1) as its
+    container's limit, a node that `XMLAI_K8S_GPU_NODE_SELECTOR` (`label=value`, default
+    `nvidia.com/gpu.present=true`) selects, and a toleration of the GPU nodes' taint. The
+    training step's own pod (below) or the Pipes pod it starts (`XMLAI_TRAIN_IMAGE`) asks it."""
     gpus = os.environ.get("XMLAI_K8S_TRAIN_GPUS") or "1"
     selector = os.environ.get("XMLAI_K8S_GPU_NODE_SELECTOR") or "nvidia.com/gpu.present=true"
     label, _, value = selector.partition("=")
     return {
-        K8S_CONFIG_TAG: {
-            "container_config": {"resources": {"limits": {GPU_RESOURCE: gpus}}},
-            "pod_spec_config": {
-                "node_selector": {label: value},
-                "tolerations": [
-                    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-                ],
-            },
-        }
+        "container_config": {"resources": {"limits": {GPU_RESOURCE: gpus}}},
+        "pod_spec_config": {
+            "node_selector": {label: value},
+            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+        },
     }
+
+
+def training_op_tags() -> dict:
+    """The training step's tags: on Kubernetes (XMLAI_EXECUTOR=k8s) its pod is the GPU pod,
+    unless it starts one of its own through Pipes (`XMLAI_TRAIN_IMAGE`), when the step itself
+    needs no GPU; every other step runs on ordinary nodes. None elsewhere."""
+    if executor_kind() != "k8s" or os.environ.get(TRAIN_IMAGE_ENV):
+        return {}
+    return {K8S_CONFIG_TAG: gpu_pod()}
 
 
 def runs_in_process() -> bool:

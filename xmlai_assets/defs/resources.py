@@ -56,25 +56,63 @@ class DataPaths(dg.ConfigurableResource):
 
 
 TRAIN_COMMAND_ENV = "XMLAI_TRAIN_COMMAND"
+TRAIN_IMAGE_ENV = "XMLAI_TRAIN_IMAGE"
+REMOTE_TRAIN = ("-m", "xmlai_assets.remote.train")
 
 
 class TrainingHost(dg.ConfigurableResource):
-    """Where the training step trains: in its own process (the default), or in the program that
-    `command` starts, spoken to through Dagster Pipes: logs, failures and the summary come back
-    to the run, and the model version is written to the same data folder."""
+    """Where the training step trains: in its own process (the default), in the program that
+    `command` starts, or in a Kubernetes pod of `image` (PipesK8sClient); the last two are
+    spoken to through Dagster Pipes: logs, failures and the summary come back to the run, and
+    the model version is written to the same artifact store."""
 
     command: str = pydantic.Field(
         default="",
         description="A command that starts `python -m xmlai_assets.remote.train` where the "
         "training should run (another virtual environment, a container, a GPU partition's "
         "launcher) and that sees the data folder at the same path; empty: train in the "
-        f"step's own process. Read from {TRAIN_COMMAND_ENV}.",
+        f"step's own process. With `image`, the pod's command. Read from {TRAIN_COMMAND_ENV}.",
+    )
+    image: str = pydantic.Field(
+        default="",
+        description="A container image with this package, torch and dagster-pipes: training "
+        "runs in a Kubernetes pod of it on a GPU node, started through PipesK8sClient, the "
+        "context and messages through the artifacts' S3 store (which it needs). Read from "
+        f"{TRAIN_IMAGE_ENV}.",
+    )
+    namespace: str = pydantic.Field(
+        default="",
+        description="The training pod's namespace; empty: the step's own (or `default`). "
+        "Read from XMLAI_TRAIN_NAMESPACE.",
+    )
+    secret: str = pydantic.Field(
+        default="",
+        description="A Kubernetes secret whose keys become the training pod's environment "
+        "(the S3 credentials); empty: the pod's service account must reach the bucket. Read "
+        "from XMLAI_TRAIN_SECRET.",
     )
 
     @classmethod
     def from_env(cls) -> "TrainingHost":
-        return cls(command=os.environ.get(TRAIN_COMMAND_ENV, ""))
+        return cls(
+            command=os.environ.get(TRAIN_COMMAND_ENV, ""),
+            image=os.environ.get(TRAIN_IMAGE_ENV, ""),
+            namespace=os.environ.get("XMLAI_TRAIN_NAMESPACE", ""),
+            secret=os.environ.get("XMLAI_TRAIN_SECRET", ""),
+        )
 
     @property
     def argv(self) -> list[str]:
         return shlex.split(self.command)
+
+    @property
+    def remote(self) -> bool:
+        """Whether training runs outside the step's process."""
+        return bool(self.command or self.image)
+
+    @property
+    def where(self) -> str:
+        """Where it trains, in words (the version's `trained_in`)."""
+        if self.image:
+            return f"a Kubernetes pod of {self.image}"
+        return self.command or "the step's process"

@@ -53,6 +53,38 @@ def test_the_kubernetes_profile_puts_training_alone_on_a_gpu_node():
     assert not other.get("node_selector")
 
 
+def test_a_step_that_trains_in_a_pod_of_its_own_asks_for_no_gpu():
+    rendered = render({"XMLAI_EXECUTOR": "k8s", "XMLAI_TRAIN_IMAGE": "registry.example/xmlai:1"})
+    train = rendered["pods"]["trained_model"]
+    assert not (train["containers"][0]["resources"] or {}).get("limits")
+    assert not train.get("node_selector")
+
+
+@pytest.mark.parametrize(
+    ("gpus", "command", "expected"),
+    [
+        ("1", "", ["python", "-m", "xmlai_assets.remote.train"]),
+        ("4", "", ["torchrun", "--standalone", "--nproc-per-node=4", "-m", "xmlai_assets.remote.train"]),
+        ("2", "/opt/venv/bin/python -m xmlai_assets.remote.train", ["/opt/venv/bin/python", "-m", "xmlai_assets.remote.train"]),
+    ],
+)  # fmt: skip
+def test_the_training_pod_runs_every_gpu_it_asks_for(monkeypatch, gpus, command, expected):
+    from xmlai_assets.defs.resources import TrainingHost
+    from xmlai_assets.defs.train.assets import training_pod
+
+    monkeypatch.setenv("XMLAI_K8S_TRAIN_GPUS", gpus)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3.internal:8333")
+    host = TrainingHost(image="registry.example/xmlai:1", command=command, secret="s3-keys")
+    pod = training_pod(host, {"XMLAI_PIPES_CHANNEL": "s3"})
+    assert pod["command"] == expected
+    container = pod["base_pod_spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": gpus}
+    assert container["env_from"] == [{"secret_ref": {"name": "s3-keys"}}]
+    assert pod["env"]["AWS_ENDPOINT_URL"] == "http://s3.internal:8333"
+    assert pod["env"]["XMLAI_PIPES_CHANNEL"] == "s3"
+    assert pod["namespace"] is None  # the step's own
+
+
 def test_the_default_profile_asks_kubernetes_for_nothing():
     rendered = render({"XMLAI_EXECUTOR": ""})
     assert rendered["executor"] == "in_process"

@@ -83,6 +83,15 @@ def test_a_failure_in_the_training_program_fails_the_step_with_its_reason(tmp_pa
     assert not (layout.models.local_path() / "v0001").exists()
 
 
+def test_training_in_a_pod_without_an_object_store_is_refused_with_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("XMLAI_TRAIN_IMAGE", "registry.example/xmlai:1")
+    layout = layout_at(tmp_path / "data")
+    ok, _, logs = train_in(layout, monkeypatch, "")
+    assert not ok
+    assert any("needs the artifacts on S3" in line for line in logs)
+    assert not (layout.models.local_path() / "v0001").exists()
+
+
 @pytest.mark.parametrize("command", [shlex.join([sys.executable, "-c", "pass"])])
 def test_a_program_that_sends_no_summary_is_a_failure_not_a_success(tmp_path, monkeypatch, command):
     layout = layout_at(tmp_path / "data")

@@ -6,13 +6,14 @@ without it.
 """
 
 import math
+import os
 
 import dagster as dg
 
-from xmlai_assets.defs.executors import training_op_tags
+from xmlai_assets.defs.executors import GPU_RESOURCE, gpu_pod, training_op_tags
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
-from xmlai_assets.defs.resources import MODEL_POOL, DataPaths, TrainingHost
+from xmlai_assets.defs.resources import MODEL_POOL, REMOTE_TRAIN, DataPaths, TrainingHost
 from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES, MODEL_VERSION, SCORECARD, TrainConfig
 from xmlai_assets.remote.train import PIPES_CHANNEL_ENV, REPORT
@@ -76,7 +77,7 @@ def trained_model(
         verified_sha256(context, dg.AssetKey(f"{split}_sequences"), layout)
     verified_sha256(context, dg.AssetKey("scalers"), layout, "json_sha256")
     extra = {"dagster_run_id": context.run.run_id, "dagster": dg.__version__}
-    if training.command:
+    if training.remote:
         report = _train_through_pipes(context, training, layout, settings, extra)
     else:
         # torch, for this step only
@@ -134,7 +135,7 @@ def trained_model(
                 | {"learning_rate": "float", "seconds": "float", "skipped_steps": "int"},
             ),
             "device": report["device"],
-            "trained_in": training.command or "the step's process",
+            "trained_in": training.where,
             "wall_seconds": round(report["seconds"], 2),
             "weights_bytes": report["weights_bytes"],
             "weights_sha256": report["weights_sha256"],
@@ -177,21 +178,37 @@ def _train_through_pipes(
     settings: TrainConfig,
     extra: dict,
 ) -> dict:
-    """Train in the program `training.command` starts (`remote/train.py`), through Dagster
-    Pipes; its summary, or a failure that says what went wrong there."""
+    """Train in the program `training` starts (`remote/train.py`), through Dagster Pipes: a
+    subprocess of `training.command`, or a Kubernetes pod of `training.image`. Its summary, or
+    a failure that says what went wrong there."""
     injector, reader, channel = _pipes_channel(layout)
-    invocation = dg.PipesSubprocessClient(context_injector=injector, message_reader=reader).run(
-        context=context,
-        command=training.argv,
-        env={PIPES_CHANNEL_ENV: channel},
-        extras={
-            "data_dir": str(layout.data_dir),
-            "data_url": layout.artifacts.url,
-            "models_url": layout.models.url,
-            "settings": settings.as_dict(),
-            "extra_metadata": extra,
-        },
-    )
+    extras = {
+        "data_dir": str(layout.data_dir),
+        "data_url": layout.artifacts.url,
+        "models_url": layout.models.url,
+        "settings": settings.as_dict(),
+        "extra_metadata": extra,
+    }
+    if training.image:
+        if channel != "s3":
+            raise dg.Failure(
+                f"training in a Kubernetes pod of {training.image} needs the artifacts on S3 "
+                f"(XMLAI_DATA_URL=s3://...): the pod shares no disk with this step, and the "
+                f"store is {layout.artifacts.url}"
+            )
+        from dagster_k8s import PipesK8sClient
+
+        extras["data_dir"] = POD_SCRATCH  # the pod's own disk: the checkpoint alone
+        invocation = PipesK8sClient(context_injector=injector, message_reader=reader).run(
+            context=context, extras=extras, **training_pod(training, {PIPES_CHANNEL_ENV: channel})
+        )
+    else:
+        invocation = dg.PipesSubprocessClient(context_injector=injector, message_reader=reader).run(
+            context=context,
+            command=training.argv,
+            env={PIPES_CHANNEL_ENV: channel},
+            extras=extras,
+        )
     reports = [
         m["report"]
         for m in invocation.get_custom_messages()
@@ -199,16 +216,46 @@ def _train_through_pipes(
     ]
     if len(reports) != 1:
         raise dg.Failure(
-            f"the training program ({training.command}) finished without its summary "
+            f"the training program ({training.where}) finished without its summary "
             f"({len(reports)} sent): is it `python -m xmlai_assets.remote.train`?"
         )
     return reports[0]
 
 
+POD_SCRATCH = "/tmp/xmlai-training"
+# what the training pod is told of the object store, when the step knows it
+S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def training_pod(training: TrainingHost, env: dict[str, str]) -> dict:
+    """`PipesK8sClient.run`'s pod arguments: the image, the command (`torchrun` over the GPUs
+    when the pod has several), the GPU pod of `executors.gpu_pod`, the S3 credentials from
+    the configured secret and `env` with the step's S3 endpoint and region."""
+    pod = gpu_pod()
+    gpus = pod["container_config"]["resources"]["limits"][GPU_RESOURCE]
+    if training.command:
+        command = training.argv
+    elif gpus == "1":
+        command = ["python", *REMOTE_TRAIN]
+    else:
+        command = ["torchrun", "--standalone", f"--nproc-per-node={gpus}", *REMOTE_TRAIN]
+    container = dict(pod["container_config"])
+    if training.secret:
+        container["env_from"] = [{"secret_ref": {"name": training.secret}}]
+    return {
+        "image": training.image,
+        "command": command,
+        "namespace": training.namespace or None,
+        "env": {k: os.environ[k] for k in S3_ENV if os.environ.get(k)} | env,
+        "base_pod_spec": {**pod["pod_spec_config"], "containers": [container]},
+    }
+
+
 def _pipes_channel(layout) -> tuple:
     """How the step and the training program speak: through the object store that holds the
-    artifacts (the context and the messages as S3 objects, so the program may run on a host
-    that shares no disk with the step), or through temporary files on a local store."""
+    artifacts (the context and the messages as S3 objects under its `pipes/`, so the program
+    may run on a host that shares no disk with the step; the session removes them when it
+    ends), or through temporary files on a local store."""
     url = layout.artifacts.url
     if not url.startswith("s3://"):
         return None, None, "files"
@@ -222,15 +269,33 @@ def _pipes_channel(layout) -> tuple:
     key_prefix = f"{prefix}/pipes".lstrip("/")
 
     class Reader(PipesS3MessageReader):
-        """The message chunks under the store's `pipes/` too, not at the bucket's root."""
+        """The message chunks under the store's `pipes/` too, not at the bucket's root, and
+        removed once the session has read them."""
 
         @contextlib.contextmanager
         def get_params(self):
             with super().get_params() as params:
-                yield {**params, "key_prefix": f"{key_prefix}/{params['key_prefix']}"}
+                chunks = f"{key_prefix}/{params['key_prefix']}"
+                try:
+                    yield {**params, "key_prefix": chunks}
+                finally:  # the reading thread has stopped: every chunk is read
+                    pages = client.get_paginator("list_objects_v2")
+                    for page in pages.paginate(Bucket=bucket, Prefix=f"{chunks}/"):
+                        for item in page.get("Contents", []):
+                            client.delete_object(Bucket=bucket, Key=item["Key"])
+
+    class Injector(PipesS3ContextInjector):
+        """The context removed however the session ends, not only when it succeeds."""
+
+        @contextlib.contextmanager
+        def inject_context(self, context):
+            with contextlib.ExitStack() as stack:
+                params = stack.enter_context(super().inject_context(context))
+                stack.callback(client.delete_object, Bucket=bucket, Key=params["key"])
+                yield params
 
     return (
-        PipesS3ContextInjector(bucket=bucket, client=client, key_prefix=key_prefix),
+        Injector(bucket=bucket, client=client, key_prefix=f"{key_prefix}/"),
         Reader(bucket=bucket, client=client, interval=1),
         "s3",
     )
