@@ -295,8 +295,8 @@ def print_model_report(layout: DataLayout) -> None:
     columns = [name for name in SCORECARD if name != "champion"]
     scored_on = metadata.get("scored_on", "validation")
     print(f"  {scored_on:24}" + "".join(f"{name[:9]:>10}" for name in columns))
-    keys = ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae", "change_loss")
-    for key in (*keys, "turn_on_ap", "turn_off_ap"):
+    keys = ("loss", "active_acc", "asset_acc", "scale_mae", "x_mae", "y_mae")
+    for key in (*keys, "turn_on_ap", "turn_off_ap", "turn_on_ap_1s", "turn_off_ap_1s"):
         row = [metrics[name].get(key) if name in metrics else None for name in columns]
         print(f"  {key:24}" + "".join(f"{'-':>10}" if v is None else f"{v:10.4f}" for v in row))
     print(f"  all metrics: {store.location(names[-1] + '/metadata.json')}")

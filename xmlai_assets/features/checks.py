@@ -143,6 +143,7 @@ def sequence_problems(
         "video_ids": ((n,), None),
         "start_times": ((n,), np.float64),
         "first_targets": ((n,), np.int16),
+        "step_seconds": ((n,), np.float64),
     }
     problems = []
     for name, (shape, dtype) in expected_shapes.items():
@@ -180,6 +181,12 @@ def sequence_problems(
     want_first = first_targets(start, window, stride)
     if not np.array_equal(seq.first_targets[order], want_first):
         problems.append("first_targets: not where the overlap with the window before ends")
+    steps = seq.step_seconds[order]
+    one_step = lengths[video] == 1
+    if not (
+        np.isfinite(steps).all() and (steps[~one_step] > 0).all() and (steps[one_step] == 0).all()
+    ):
+        problems.append("step_seconds: not a positive step (0 for a one-step timeline)")
     start_rank = np.lexsort((seq.start_times[order], seq.video_ids[order]))
     if not np.array_equal(start_rank, np.arange(len(order))):
         problems.append("windows of a video are not in time order")

@@ -45,7 +45,7 @@ from xmlai_assets.paths import (
 from xmlai_assets.timeline.tables import file_sha256
 
 # Bump when a change here changes the bytes of a split, the scalers or the sequences.
-FEATURES_VERSION = "4"
+FEATURES_VERSION = "5"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from xmlai_assets.features.frames import DataFileError, TrackFrames
 from xmlai_assets.timeline.schema import N_TRACKS, TRACK_PARAMS
 
 N_FEATURES = N_TRACKS * len(TRACK_PARAMS)
-ARRAYS = ("sequences", "masks", "video_ids", "start_times", "first_targets")
+ARRAYS = ("sequences", "masks", "video_ids", "start_times", "first_targets", "step_seconds")
 # Zip members carry a fixed date, so the same arrays give the same bytes on every run.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -54,6 +54,9 @@ class Sequences:
     # window; in a later one, past the targets the window before it scored (overlap), so a
     # step is scored once
     first_targets: np.ndarray
+    # float64 [N]: seconds from one step to the next in the window's timeline (its sample
+    # rate's period; 0 for a timeline of one step, which has none)
+    step_seconds: np.ndarray
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in ARRAYS}
@@ -83,7 +86,18 @@ def cut_windows(frames: TrackFrames, encoded: np.ndarray, window: int, stride: i
         video_ids=ids[video],
         start_times=frames.time[frames.offsets[video] + start] if len(frames.time) else np.zeros(0),
         first_targets=first_targets(start, window, stride),
+        step_seconds=step_seconds(frames)[video],
     )
+
+
+def step_seconds(frames: TrackFrames) -> np.ndarray:
+    """Per video of `frames`: the time from its first step to its second (0 with one step)."""
+    steps = np.zeros(len(frames.lengths), dtype=np.float64)
+    more = frames.lengths > 1
+    if len(frames.time):
+        first = frames.offsets[more]
+        steps[more] = frames.time[first + 1] - frames.time[first]
+    return steps
 
 
 def first_targets(start: np.ndarray, window: int, stride: int) -> np.ndarray:

@@ -39,7 +39,9 @@ class MultiTrackDataset(Dataset):
         sequences: np.ndarray | torch.Tensor,
         masks: np.ndarray | torch.Tensor,
         first_targets: np.ndarray | torch.Tensor | None = None,
+        step_seconds: float = 0.0,
     ):
+        self.step_seconds = step_seconds  # between two steps; 0: not known
         self.sequences = torch.as_tensor(sequences, dtype=torch.float32)
         self.masks = torch.as_tensor(masks, dtype=torch.bool)
         if first_targets is None:
@@ -57,8 +59,15 @@ class MultiTrackDataset(Dataset):
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike[str]) -> MultiTrackDataset:
-        seq = read_npz(path, names=("sequences", "masks", "first_targets"))
-        return cls(seq.sequences, seq.masks, seq.first_targets)
+        seq = read_npz(path, names=("sequences", "masks", "first_targets", "step_seconds"))
+        steps = seq.step_seconds[seq.step_seconds > 0]
+        step = float(np.median(steps)) if len(steps) else 0.0
+        return cls(seq.sequences, seq.masks, seq.first_targets, step)
+
+    @property
+    def steps_per_second(self) -> int:
+        """Steps in one second of the timelines (the median over windows); 0: not known."""
+        return round(1 / self.step_seconds) if self.step_seconds > 0 else 0
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -66,7 +75,7 @@ class MultiTrackDataset(Dataset):
     def to(self, device: torch.device | str) -> MultiTrackDataset:
         """The same windows on `device` (batches are then cut there)."""
         return MultiTrackDataset(
-            self.sequences.to(device), self.masks.to(device), self.first_targets
+            self.sequences.to(device), self.masks.to(device), self.first_targets, self.step_seconds
         )
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,8 +14,9 @@
   the training split, drawn towards the rate of all tracks where a track has few steps. The
   bar for on/off prediction: overlays last seconds, and so do the gaps between them.
 
-Each metric is computed on all scored elements and again on change steps only (the target
-differs from the step before), where copying is wrong by construction.
+Metrics are broken down by what held at the step a prediction is made from (a track on or
+off, a value held or moving), never by the outcome: a subset chosen by the outcome rewards
+always predicting it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -251,28 +253,51 @@ class _Sums:
         return self.sum[key] / n if n else math.nan
 
 
+EPSILON = 1e-7  # probabilities are kept this far from 0 and 1 in log-loss
+CALIBRATION_BINS = 10
+
+
 class _Events:
     """The chance each scored track gives of flipping (turning on if off, off if on) at the next
-    step, beside whether it did, gathered over batches."""
+    step, beside whether it did, and whether it flipped within the next `horizon` steps (where
+    the window shows them all), gathered over batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
         self.parts: list[tuple[torch.Tensor, ...]] = []
 
     def add(
-        self,
-        logits: torch.Tensor,
-        current: torch.Tensor,
-        target: torch.Tensor,
-        scored: torch.Tensor,
+        self, logits: torch.Tensor, active: torch.Tensor, masks: torch.Tensor, scored: torch.Tensor
     ) -> None:
-        p_on = logits.float().softmax(-1)[..., ON]  # [B, T-1, 20]
-        was_on = current.round().long() == 1
+        """`logits` [B, T-1, 20, 2] from steps 0..T-2, `active` [B, T, 20] (0/1) and `masks`
+        [B, T] of the window, `scored` [B, T-1, 20]: the elements scored."""
+        p_on = logits.float().softmax(-1)[..., ON]
+        active = active.round().long()
+        was_on = active[:, :-1] == 1
         flip = torch.where(was_on, 1 - p_on, p_on)
         tracks = torch.arange(p_on.shape[-1], device=p_on.device).expand_as(p_on)
+        later = torch.zeros_like(was_on)
+        steps = active.shape[1] - 1
+        for k in range(1, self.horizon + 1):  # a flip k steps on, on a real step
+            if k > steps:
+                break
+            moved = (active[:, k:] != active[:, :-k]) & masks[:, k:, None]
+            later[:, : steps - k + 1] |= moved
+        # the horizon is seen whole where it ends inside the window, or where the timeline ends
+        # (padding) before the window does
+        seen = torch.arange(steps, device=masks.device)[None, :] + self.horizon < masks.shape[1]
+        seen = (seen | ~masks[:, -1:])[..., None] & scored
         self.parts.append(
             tuple(
-                x[scored].detach().cpu()
-                for x in (flip, target.long() != was_on.long(), was_on, tracks)
+                x.detach().cpu()
+                for x in (
+                    flip[scored],
+                    (active[:, 1:] != active[:, :-1])[scored],
+                    was_on[scored],
+                    tracks[scored],
+                    later[scored],
+                    seen[scored],
+                )
             )
         )
 
@@ -282,20 +307,45 @@ class _Events:
         if not self.parts:
             return {}
         columns = zip(*self.parts, strict=True)
-        score, flipped, was_on, track = (torch.cat(x).numpy() for x in columns)
-        live = set(track[was_on | flipped].tolist())  # tracks that are ever on
+        score, flipped, was_on, track, later, seen = (torch.cat(x).numpy() for x in columns)
+        live = np.isin(track, np.unique(track[was_on | flipped]))  # tracks that are ever on
         out = {}
+        horizons = [("", flipped, live)]
+        if self.horizon:
+            horizons.append(("_1s", later, live & seen))
         for name, state in (("turn_on", False), ("turn_off", True)):
-            ap, auroc = [], []
-            for t in sorted(live):
-                rows = (track == t) & (was_on == state)
-                y = flipped[rows]
-                if y.any() and not y.all():
-                    ap.append(average_precision_score(y, score[rows]))
-                    auroc.append(roc_auc_score(y, score[rows]))
-            out[f"{name}_ap"] = float(sum(ap) / len(ap)) if ap else math.nan
-            out[f"{name}_auroc"] = float(sum(auroc) / len(auroc)) if auroc else math.nan
+            for suffix, event, rows_of in horizons:
+                ap, auroc = [], []
+                for t in np.unique(track[rows_of]):
+                    rows = rows_of & (track == t) & (was_on == state)
+                    y = event[rows]
+                    if y.any() and not y.all():
+                        ap.append(average_precision_score(y, score[rows]))
+                        auroc.append(roc_auc_score(y, score[rows]))
+                out[f"{name}_ap{suffix}"] = float(np.mean(ap)) if ap else math.nan
+                out[f"{name}_auroc{suffix}"] = float(np.mean(auroc)) if auroc else math.nan
+            # the chance of the next step, scored on every step of this state of a live track
+            rows = live & (was_on == state)
+            p, y = np.clip(score[rows], EPSILON, 1 - EPSILON), flipped[rows]
+            out[f"{name}_logloss"] = (
+                float(-np.mean(np.where(y, np.log(p), np.log1p(-p)))) if rows.any() else math.nan
+            )
+            out[f"{name}_brier"] = float(np.mean((p - y) ** 2)) if rows.any() else math.nan
+        out["flip_calibration_error"] = calibration_error(score[live], flipped[live])
         return out
+
+
+def calibration_error(chance: np.ndarray, happened: np.ndarray) -> float:
+    """Expected calibration error: the elements put in `CALIBRATION_BINS` bins of `chance`
+    of equal width over 0..1; the mean over elements of |mean chance - share that happened|
+    of their bin. 0 for a perfectly calibrated chance; NaN for no elements."""
+    if not len(chance):
+        return math.nan
+    chance = chance.astype(np.float64)
+    bins = np.minimum((chance * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
+    said = np.bincount(bins, weights=chance, minlength=CALIBRATION_BINS)
+    seen = np.bincount(bins, weights=happened.astype(np.float64), minlength=CALIBRATION_BINS)
+    return float(np.abs(said - seen).sum() / len(chance))
 
 
 def evaluate(
@@ -305,57 +355,56 @@ def evaluate(
     value_scale: Mapping[str, float],
     weights: Mapping[str, float] | None = None,
     class_weights: Mapping[str, torch.Tensor] | None = None,
+    horizon: int = 0,
 ) -> dict[str, float]:
-    """Metrics of `predict` over `batches`, on all scored elements and on change steps.
+    """Metrics of `predict` over `batches`.
 
     Keys: `loss_<head>` (the training loss of each head) and `loss` (their weighted sum);
     `active_acc`; `asset_acc` (on active targets); `<param>_mae` in original units
     (`value_scale[param]` original units per scaled unit), from the predictions, also split by
-    what the track did: `<param>_mae_onset` (it came on), `_mae_hold` (it was on and kept the
-    value), `_mae_move` (it was on and moved it); each also as `change_<key>`, over the
-    elements whose target differs from the step before. And the events: `turn_on_ap`,
-    `turn_on_auroc`, `turn_off_ap`, `turn_off_auroc`, how well the chance of a track turning on
-    (off) at the next step ranks the steps where it does, averaged over the tracks that are
-    ever on. NaN where nothing was scored.
+    what the track was doing: `<param>_mae_onset` (it was off), `_mae_hold` (it was on and its
+    value had not moved over the last step), `_mae_move` (it had). The on/off events, on the
+    tracks that are ever on: `turn_on_ap`, `turn_on_auroc` (how well the chance of turning on
+    at the next step ranks the steps where it does, averaged over those tracks), the same
+    within the next second (`_1s`, `horizon` steps; ranked by the same next-step chance,
+    scored where the window shows the whole second), `turn_on_logloss` and `turn_on_brier` (of
+    that chance on every step a track was off), all again as `turn_off_*` for steps a track
+    was on, and `flip_calibration_error` of the chance of flipping. NaN where nothing was
+    scored.
     """
     sums = _Sums()
-    events = _Events()
+    events = _Events(horizon)
     for batch in batches:
         outputs = predict(batch)
         targets = next_step_targets(batch.sequences, batch.masks)
-        prev = _tracks(batch.sequences[:, :-1])
-        changed = {
-            "active": targets.active != prev[..., ACTIVE].round().long(),
-            "asset": targets.asset != prev[..., ASSET].round().long(),
-        }
-        for i, param in enumerate(CONTINUOUS_PARAMS):
-            changed[param] = (targets.values[..., i] - prev[..., VALUES][..., i]).abs() > MOVED
+        tracks = _tracks(batch.sequences)
+        prev = tracks[:, :-1]
+        was_on = prev[..., ACTIVE].round() == 1
+        # whether each value moved over the step before, the track on at both (what the input
+        # shows; none at step 0, nor on the step a track comes on)
+        moving = torch.zeros_like(prev[..., VALUES], dtype=torch.bool)
+        step = (tracks[:, 1:-1, :, VALUES] - tracks[:, :-2, :, VALUES]).abs() > MOVED
+        on_both = was_on[:, 1:] & (prev[:, :-1, :, ACTIVE].round() == 1)
+        moving[:, 1:] = step & on_both[..., None]
         for head, (loss, weight) in _scored_once(batch, outputs, targets, class_weights):
             scored = weight > 0
-            if head == "active":
-                events.add(outputs["active"][:, :-1], prev[..., ACTIVE], targets.active, scored)
             sums.add(f"loss_{head}", loss, weight)
-            sums.add(f"change_loss_{head}", loss, weight * changed[head])
+            if head == "active":
+                events.add(outputs["active"][:, :-1], tracks[..., ACTIVE], batch.masks, scored)
             if head in ("active", "asset"):
                 hit = outputs[head][:, :-1].argmax(-1) == getattr(targets, head)
                 sums.add(f"{head}_acc", hit, scored)
-                sums.add(f"change_{head}_acc", hit, scored & changed[head])
-            else:
+            elif head in CONTINUOUS_PARAMS:
                 i = CONTINUOUS_PARAMS.index(head)
                 predicted = outputs[head][:, :-1].float()
                 scale = float(value_scale.get(head, 1.0))
                 error = ((predicted - targets.values[..., i]).abs() * scale).detach()
                 sums.add(f"{head}_mae", error, scored)
-                sums.add(f"change_{head}_mae", error, scored & changed[head])
-                # by what the track did: came on, held its value, or moved it
-                was_on = prev[..., ACTIVE].round() == 1
                 sums.add(f"{head}_mae_onset", error, scored & ~was_on)
-                sums.add(f"{head}_mae_hold", error, scored & was_on & ~changed[head])
-                sums.add(f"{head}_mae_move", error, scored & was_on & changed[head])
+                sums.add(f"{head}_mae_hold", error, scored & was_on & ~moving[..., i])
+                sums.add(f"{head}_mae_move", error, scored & was_on & moving[..., i])
     metrics = {key: sums.mean(key) for key in sorted(sums.n)} | events.metrics()
-    for prefix in ("", "change_"):
-        parts = [metrics[f"{prefix}loss_{h}"] for h in HEADS]
-        metrics[f"{prefix}loss"] = _weighted_total(parts, weights)
+    metrics["loss"] = _weighted_total([metrics[f"loss_{h}"] for h in HEADS], weights)
     return metrics
 
 
@@ -421,10 +470,16 @@ def evaluate_against_baselines(
     value_scale: Mapping[str, float],
     weights: Mapping[str, float] | None = None,
     class_weights: Mapping[str, torch.Tensor] | None = None,
+    horizon: int = 0,
 ) -> dict[str, dict[str, float]]:
     """{"model", "fair_copy", "hazard", "persistence", "majority_mean": metrics} on
-    `batches`."""
-    kwargs = {"value_scale": value_scale, "weights": weights, "class_weights": class_weights}
+    `batches` (`horizon`: the steps in a second, see `evaluate`)."""
+    kwargs = {
+        "value_scale": value_scale,
+        "weights": weights,
+        "class_weights": class_weights,
+        "horizon": horizon,
+    }
     return {
         "model": evaluate(predict, batches, **kwargs),
         "fair_copy": evaluate(fair_copy(priors), batches, **kwargs),

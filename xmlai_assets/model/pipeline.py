@@ -143,6 +143,7 @@ def _champion_on(
     value_scale: dict[str, float],
     config: TrainConfig,
     class_weights,
+    horizon: int,
 ) -> tuple[str | None, dict[str, float] | None, str]:
     """(the current champion, its metrics on these validation windows in this run's units and
     loss, a note when it could not be scored)."""
@@ -161,6 +162,7 @@ def _champion_on(
         value_scale=value_scale,
         weights=config.loss_weights,
         class_weights=class_weights,
+        horizon=horizon,
     )
     return current, metrics, ""
 
@@ -246,9 +248,16 @@ def fit_model(
             value_scale=value_scale,
             weights=config.loss_weights,
             class_weights=result.class_weights,
+            horizon=data.steps_per_second,
         )
         current, champion_metrics, note = _champion_on(
-            layout, batches, scalers, value_scale, config, result.class_weights
+            layout,
+            batches,
+            scalers,
+            value_scale,
+            config,
+            result.class_weights,
+            data.steps_per_second,
         )
         if champion_metrics is not None:
             metrics["champion"] = champion_metrics

@@ -46,7 +46,7 @@ def test_xml_to_model_version(tmp_path):
         assert md["parameters"] > 0
         assert md["loss_curve"].startswith("![loss curve](data:image/png;base64,")
         rows = {r.data["metric"]: r.data for r in md["evaluation"].records}
-        assert {"loss", "active_acc", "asset_acc", "x_mae", "change_loss"} <= set(rows)
+        assert {"loss", "active_acc", "asset_acc", "x_mae", "turn_on_ap"} <= set(rows)
         baselines = {"fair_copy", "hazard", "persistence", "majority_mean"}
         assert set(rows["loss"]) == {"metric", "model", *baselines}
         # the scorecard is the test split's; promotion's numbers are the validation split's

@@ -136,6 +136,7 @@ def _asset(s):
         (_tamper("sequences", lambda s: s.astype(np.float64)), "sequences: dtype float64"),
         (_tamper("start_times", _swap), "not in time order"),
         (_tamper("sequences", _asset), "asset: 1 values not whole numbers in 0..9"),
+        (_tamper("step_seconds", lambda a: a * 0), "step_seconds: not a positive step"),
         (
             lambda seq: type(seq)(**{k: v[1:] for k, v in seq.arrays().items()}),
             "windows per video (found, expected) differ: {'a': (3, 4)}",

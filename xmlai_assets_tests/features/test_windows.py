@@ -122,12 +122,20 @@ def test_npz_round_trips_and_identical_arrays_give_identical_bytes(tmp_path):
     back = read_npz(tmp_path / "a.npz")
     with np.load(tmp_path / "a.npz") as data:
         assert sorted(data.files) == sorted(
-            ["masks", "sequences", "start_times", "video_ids", "first_targets"]
+            ["masks", "sequences", "start_times", "video_ids", "first_targets", "step_seconds"]
         )
     for name, array in seq.arrays().items():
         np.testing.assert_array_equal(getattr(back, name), array)
         assert getattr(back, name).dtype == array.dtype
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_each_window_carries_its_timelines_step():
+    frames = traced_frames([130, 1, 7])
+    frames.time[130:] = np.array([5.0, 0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.24])  # 25 Hz
+    seq = cut_windows(frames, frames.values, 100, 80)
+    assert seq.video_ids.tolist() == ["v0", "v0", "v1", "v2"]
+    np.testing.assert_allclose(seq.step_seconds, [0.1, 0.1, 0.0, 0.04])
 
 
 def test_npz_holding_a_pickle_or_junk_is_refused(tmp_path):
@@ -137,6 +145,7 @@ def test_npz_holding_a_pickle_or_junk_is_refused(tmp_path):
         video_ids=np.array([{"a": 1}], dtype=object),
         start_times=np.zeros(1),
         first_targets=np.zeros(1, np.int16),
+        step_seconds=np.full(1, 0.1),
     )
     np.savez(tmp_path / "pickled.npz", **objects.arrays())
     with pytest.raises(DataFileError, match="pickled.npz"):

@@ -9,6 +9,7 @@ from xmlai_assets.model.data import Batch
 from xmlai_assets.model.evaluate import (
     HAZARD_PRIOR_STEPS,
     Priors,
+    calibration_error,
     evaluate,
     fair_copy,
     hazard,
@@ -91,9 +92,11 @@ def test_baselines_on_a_hand_made_timeline():
     assert priors.stay["asset"] == pytest.approx(3 / 5)
     copy = evaluate(persistence(priors), [batch], value_scale={"x": 10.0})
     assert copy["asset_acc"] == pytest.approx(2 / 3)
-    assert copy["change_asset_acc"] == 0.0  # copying is wrong on every change step
     assert copy["x_mae"] == pytest.approx(10.0 * 2 / 3)  # 2 scaled units off once, x10 units
-    assert copy["change_x_mae"] == pytest.approx(20.0)
+    # split by what the input showed, never by the outcome: x had not moved before any step,
+    # so every step is a hold step, the one that then moved included
+    assert copy["x_mae_hold"] == copy["x_mae"]
+    assert math.isnan(copy["x_mae_move"]) and math.isnan(copy["x_mae_onset"])
     assert copy["active_acc"] == 1.0
     assert copy["loss_asset"] == pytest.approx(-(2 * math.log(3 / 5) + math.log((2 / 5) / 9)) / 3)
     mean = evaluate(majority_mean(priors), [batch], value_scale={"x": 10.0})
@@ -128,7 +131,7 @@ def test_the_fair_copy_copies_each_tracks_state_with_its_own_chance_of_staying()
     # V2's onset: the placeholder copy guesses x 0, the fair copy V2's usual 1.5 (exact here)
     fair = evaluate(fair_copy(priors), [batch], value_scale={"x": 1.0})
     plain = evaluate(persistence(priors), [batch], value_scale={"x": 1.0})
-    assert fair["change_x_mae"] < plain["change_x_mae"]
+    assert fair["x_mae_onset"] == pytest.approx(0.0) and plain["x_mae_onset"] == 1.5
 
 
 def test_overlapping_windows_score_each_step_once():
@@ -216,17 +219,84 @@ def test_the_hazard_table_learns_how_long_an_overlay_lasts():
         assert with_hazard[key] == pytest.approx(copied[key])
 
 
-def test_value_errors_split_by_onset_hold_and_move():
-    # V1 on throughout at x 0; V2 off, then on at x 1.5, held, then moved to 2.0
-    v2 = [None, None, 1.5, 1.5, 2.0]
+def test_value_errors_split_by_what_the_input_shows_onset_hold_and_move():
+    # V1 on throughout at x 0; V2 off, then on at x 1.5, held, then moving to 2.0 and 2.5
+    v2 = [None, None, 1.5, 1.5, 2.0, 2.5]
     steps = [{0: (1, 0, 0.0, 0.0), **({1: (1, 1, 0.0, x)} if x is not None else {})} for x in v2]
     batch = Batch(window(steps), torch.ones(1, len(steps), dtype=torch.bool))
     priors = Priors.from_training([batch])
     copy = evaluate(persistence(priors), [batch], value_scale={"x": 10.0})
-    # the copy of the previous step: the placeholder 0 at V2's onset, exact on the holds,
-    # 0.5 behind on the move; in original units (10 per scaled unit)
+    # the copy of the previous step, in original units (10 per scaled unit):
+    # - from step 1, V2 off: the placeholder 0 for its onset at 1.5;
+    # - from steps 2 (just on) and 3 (held): still, whatever comes next: exact, then 0.5 off;
+    # - from step 4, moving (1.5 to 2.0): 0.5 behind
     assert copy["x_mae_onset"] == pytest.approx(15.0)
-    assert copy["x_mae_hold"] == 0.0
+    assert copy["x_mae_hold"] == pytest.approx(5.0 / 7)  # V1's five steps and V2's two
     assert copy["x_mae_move"] == pytest.approx(5.0)
-    # 7 scored on-targets: V1 at steps 1..4 (holds), V2 at 2 (onset), 3 (hold), 4 (move)
-    assert copy["x_mae"] == pytest.approx((15.0 + 5.0) / 7)
+    # 9 scored on-targets: V1 at steps 1..5, V2 at 2..5
+    assert copy["x_mae"] == pytest.approx((15.0 + 5.0 + 5.0) / 9)
+
+
+def test_turning_on_within_a_second_is_scored_where_the_window_shows_the_second():
+    # V2 comes on at step 5 of an 8-step window; V1 always on. Horizon 3 steps.
+    steps = [{0: (1, 0, 0.0, 0.0), **({1: (1, 1, 0.0, 0.0)} if t >= 5 else {})} for t in range(8)]
+    batch = Batch(window(steps), torch.ones(1, 8, dtype=torch.bool))
+
+    def sooner_higher(batch):  # V2's chance of turning on rises as its onset nears
+        out = uniform_outputs(1, 8)
+        p = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5])
+        out["active"][0, :, 1] = torch.stack([1 - p, p], -1).log()
+        return out
+
+    scores = evaluate(sooner_higher, [batch], value_scale={}, horizon=3)
+    # next step: only step 4 turns on, and it has the highest chance of the off steps
+    assert scores["turn_on_ap"] == 1.0
+    # within 3 steps: steps 2, 3, 4 see the onset, 0 and 1 do not; steps 5..6 are on (not in
+    # this event) and step 7 has no target. Window ends on a real step: steps from 5 on would
+    # need steps past the window; every off step (0..4) has its 3 steps inside it
+    assert scores["turn_on_ap_1s"] == 1.0 and scores["turn_on_auroc_1s"] == 1.0
+    blind = evaluate(lambda b: uniform_outputs(1, 8), [batch], value_scale={}, horizon=3)
+    assert blind["turn_on_ap_1s"] == pytest.approx(3 / 5)  # the share: 3 of 5 off steps
+    # V2 off at steps 0..3, on at 4, the timeline's last step. Within 3 steps, step 0 sees no
+    # onset and steps 1..3 do. A window that ends with padding (the timeline ended inside it)
+    # shows every step's remaining future: all four off steps are scored. A window of exactly
+    # those 5 steps, which might go on, shows 3 steps ahead of steps 0 and 1 only.
+    short = [{0: (1, 0, 0.0, 0.0)}] * 4 + [{0: (1, 0, 0.0, 0.0), 1: (1, 1, 0.0, 0.0)}]
+    padded = Batch(window(short + [{}] * 3), torch.tensor([[True] * 5 + [False] * 3]))
+    cut = Batch(window(short), torch.ones(1, 5, dtype=torch.bool))
+    ends = evaluate(lambda b: uniform_outputs(1, 8), [padded], value_scale={}, horizon=3)
+    seen = evaluate(lambda b: uniform_outputs(1, 5), [cut], value_scale={}, horizon=3)
+    assert ends["turn_on_ap_1s"] == pytest.approx(3 / 4)
+    assert seen["turn_on_ap_1s"] == pytest.approx(1 / 2)
+
+
+def test_log_loss_and_brier_score_the_chance_by_the_state_it_starts_from():
+    steps = [{0: (1, 0, 0.0, 0.0), **({1: (1, 1, 0.0, 0.0)} if t >= 3 else {})} for t in range(6)]
+    batch = Batch(window(steps), torch.ones(1, 6, dtype=torch.bool))
+    coin = evaluate(lambda b: uniform_outputs(1, 6), [batch], value_scale={})
+    for state in ("turn_on", "turn_off"):  # a chance of 1/2 everywhere
+        assert coin[f"{state}_logloss"] == pytest.approx(math.log(2))
+        assert coin[f"{state}_brier"] == pytest.approx(0.25)
+
+    def sure(batch):  # V1 and V2 stay as they are, surely; V2 turns on at 3 with chance 0.9
+        out = uniform_outputs(1, 6)
+        p_on = torch.zeros(6, 20)
+        p_on[:, 0], p_on[3:, 1], p_on[2, 1] = 1.0, 1.0, 0.9
+        out["active"][0] = torch.stack([1 - p_on, p_on], -1).clamp(1e-12, 1).log()
+        return out
+
+    scores = evaluate(sure, [batch], value_scale={})
+    # off steps of V2 (0, 1, 2): chance 0, 0, 0.9, and only the last turns on
+    assert scores["turn_on_logloss"] == pytest.approx(-math.log(0.9) / 3, abs=1e-6)
+    assert scores["turn_on_brier"] == pytest.approx(0.01 / 3)
+    assert scores["turn_off_logloss"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_calibration_error_of_a_chance():
+    happened = torch.tensor([1] + [0] * 9).numpy().astype(bool)
+    assert calibration_error(torch.full((10,), 0.1).numpy(), happened) == pytest.approx(0, abs=1e-8)
+    assert calibration_error(torch.full((10,), 0.9).numpy(), happened) == pytest.approx(0.8)
+    # one element in each of the ten bins: each element's own error
+    chance = (torch.arange(10, dtype=torch.float64) / 10 + 0.05).numpy()
+    assert calibration_error(chance, happened) == pytest.approx((0.95 + sum(chance[1:])) / 10)
+    assert math.isnan(calibration_error(chance[:0], happened[:0]))

@@ -281,12 +281,12 @@ def test_version_files_are_strict_json_even_when_a_metric_is_undefined(tmp_path,
         tmp_path / "models",
         result.model,
         config={},
-        metadata={"metrics": {"change_crop_b_mae": float("nan"), "loss": 0.5}},
+        metadata={"metrics": {"crop_b_mae_move": float("nan"), "loss": 0.5}},
         scalers_json=scalers.read_bytes(),
     )
     text = (Path(saved.location) / "metadata.json").read_text()
     assert "NaN" not in text
-    assert json.loads(text)["metrics"] == {"change_crop_b_mae": None, "loss": 0.5}
+    assert json.loads(text)["metrics"] == {"crop_b_mae_move": None, "loss": 0.5}
 
 
 def test_the_device_loop_repeats_exactly_and_learns(data):
