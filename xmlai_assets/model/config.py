@@ -21,7 +21,7 @@ from xmlai_assets.timeline.schema import (
     TRACK_PARAMS,
 )
 
-MODEL_VERSION = "5"  # bump when the model, objective or evaluation changes
+MODEL_VERSION = "6"  # bump when the model, objective or evaluation changes
 # The columns of a scorecard, in order: the model, the champion before it (scored on the same
 # windows), and the baselines (see model/evaluate.py).
 SCORECARD = ("model", "champion", "fair_copy", "hazard", "persistence", "majority_mean")
@@ -48,6 +48,10 @@ class ModelConfig:
     # step's change and a moved flag among the inputs. A version's config.json without it was
     # written before the gate: "delta".
     value_head: str = "delta"
+    # "baselines": the heads correct the baselines of the training split (kept in the weights):
+    # the hazard table's on/off chances, the fair copy's asset chances and a track's usual
+    # values where it comes on. Without it in config.json, a version was written before: "none".
+    prior: str = "none"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,6 +87,13 @@ class TrainConfig(pydantic.BaseModel):
         description="gated: each continuous value holds exactly still or moves by a predicted "
         "change, by a gate trained on whether it moved, with the last step's change among the "
         "inputs; delta: a predicted change, always.",
+    )
+    prior: Literal["baselines", "none"] = pydantic.Field(
+        default="baselines",
+        description="baselines: the model starts from the baselines of the training split and "
+        "its heads learn corrections: the hazard table's on/off chances, the fair copy's asset "
+        "chances and a track's usual values where it comes on (with the gate, exactly those "
+        "unless it moves them); none: the heads alone.",
     )
     batch_size: int = pydantic.Field(default=16, description="Windows per optimizer step.")
     learning_rate: float = pydantic.Field(default=1e-4, description="Peak AdamW learning rate.")
@@ -149,6 +160,7 @@ class TrainConfig(pydantic.BaseModel):
             d_ff=self.d_ff,
             dropout=self.dropout,
             value_head=self.value_head,
+            prior=self.prior,
         )
 
     def scaled_to(self, batch_size: int, lr_factor: float = 1.0) -> TrainConfig:

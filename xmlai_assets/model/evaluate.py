@@ -31,7 +31,16 @@ from torch.nn import functional as F
 
 from xmlai_assets.model.data import Batch
 from xmlai_assets.model.loss import Targets, element_losses, next_step_targets
-from xmlai_assets.model.transformer import HEADS, MOVED, N_ASSETS, N_PARAMS
+from xmlai_assets.model.transformer import (
+    HEADS,
+    MOVED,
+    N_ASSETS,
+    N_HELD,
+    N_PARAMS,
+    copied_asset_log_chances,
+    hazard_cell,
+    hazard_log_chances,
+)
 from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, ON, VALUES
 
 Predictor = Callable[[Batch], Mapping[str, torch.Tensor]]
@@ -50,9 +59,13 @@ class Priors:
     # [20, 2, len(HELD_EDGES) + 1]: chance a track in a state (off, on), held for a number of
     # steps in a bucket of HELD_EDGES, flips at the next step
     hazard: torch.Tensor
+    # [20, 2, 7]: chance each value of a track on at the next step differs from where it
+    # starts: its usual value (`value_mean`) when the track was off, its current one when on
+    move_chance: torch.Tensor
 
     @classmethod
     def from_training(cls, batches: Iterable[Batch], n_tracks: int = 20) -> Priors:
+        batches = [batch.to("cpu") for batch in batches]  # read twice; the counts are kept here
         same = {"active": [0.0, 0.0], "asset": [0.0, 0.0]}
         kept_by_state = torch.zeros(n_tracks, 2, dtype=torch.float64)
         seen_by_state = torch.zeros(n_tracks, 2, dtype=torch.float64)
@@ -61,6 +74,7 @@ class Priors:
         active_counts = torch.zeros(n_tracks, 2, dtype=torch.float64)
         asset_counts = torch.zeros(n_tracks, N_ASSETS, dtype=torch.float64)
         value_sum = torch.zeros(n_tracks, N_PARAMS - 2, dtype=torch.float64)
+        value_count = torch.zeros(n_tracks, N_PARAMS - 2, dtype=torch.float64)
         flips_by_held = torch.zeros(n_tracks * 2 * N_HELD, dtype=torch.float64)
         seen_by_held = torch.zeros(n_tracks * 2 * N_HELD, dtype=torch.float64)
         for batch in batches:
@@ -71,7 +85,10 @@ class Priors:
             on = (active == 1).double()
             active_counts += F.one_hot(active, 2).double().sum(0)
             asset_counts += (F.one_hot(asset, N_ASSETS).double() * on[..., None]).sum(0)
-            value_sum += (real[..., VALUES].double() * on[..., None]).sum(0)
+            values = real[..., VALUES].double()
+            counted = on[..., None] * torch.isfinite(values)  # a non-finite value says nothing
+            value_sum += (values.nan_to_num(0.0, 0.0, 0.0) * counted).sum(0)
+            value_count += counted.sum(0)
             t = next_step_targets(batch.sequences, batch.masks)
             prev = _tracks(batch.sequences[:, :-1])
             pairs = t.valid[..., None].expand_as(t.active)
@@ -88,16 +105,27 @@ class Priors:
             same["asset"][1] += float(both_on.sum())
             asset_kept += (kept & both_on).double().sum((0, 1))
             asset_seen += both_on.double().sum((0, 1))
-            cell = _hazard_cell(prev_active)[pairs]  # each pair's (track, state, held) cell
+            cell = hazard_cell(prev_active)[pairs]  # each pair's (track, state, held) cell
             flipped = (t.active != prev_active)[pairs].double()
             flips_by_held.index_add_(0, cell, flipped)
             seen_by_held.index_add_(0, cell, torch.ones_like(flipped))
-        on_counts = asset_counts.sum(1, keepdim=True)
+        value_mean = (value_sum / value_count.clamp(min=1)).float()
+        moves = torch.zeros(n_tracks, 2, N_PARAMS - 2, dtype=torch.float64)
+        seen = torch.zeros(n_tracks, 2, 1, dtype=torch.float64)
+        for batch in batches:
+            t = next_step_targets(batch.sequences, batch.masks)
+            prev = _tracks(batch.sequences[:, :-1])
+            was_on = (prev[..., ACTIVE].round() == 1)[..., None]
+            start = torch.where(was_on, prev[..., VALUES], value_mean)
+            moved = ((t.values - start).abs() > MOVED).double()  # [B, T-1, 20, 7]
+            state = F.one_hot(was_on[..., 0].long(), 2).double() * t.on[..., None]
+            moves += torch.einsum("btks,btkp->ksp", state, moved)
+            seen += state.sum((0, 1))[..., None]
         return cls(
             stay={k: (s + 1.0) / (n + 2.0) for k, (s, n) in same.items()},
             active_freq=((active_counts + 1) / (active_counts + 1).sum(1, keepdim=True)).float(),
             asset_freq=((asset_counts + 1) / (asset_counts + 1).sum(1, keepdim=True)).float(),
-            value_mean=(value_sum / on_counts.clamp(min=1)).float(),
+            value_mean=value_mean,
             # add-one smoothing: a track never seen in a state gets 2/3 of staying there
             track_stay=((kept_by_state + 1.0) / (seen_by_state + 2.0)).float(),
             track_asset_stay=((asset_kept + 1.0) / (asset_seen + 2.0)).float(),
@@ -105,36 +133,12 @@ class Priors:
                 flips_by_held.reshape(n_tracks, 2, N_HELD),
                 seen_by_held.reshape(n_tracks, 2, N_HELD),
             ),
+            move_chance=((moves + 1.0) / (seen + 2.0)).float(),
         )
 
 
-# Buckets of how long a track has held its state, in steps (10 Hz: 0.1 s to 10 s and more):
-# 1, 2, 3-4, 5-9, 10-19, 20-29, 30-49, 50-99, 100 and more.
-HELD_EDGES = (2, 3, 5, 10, 20, 30, 50, 100)
-N_HELD = len(HELD_EDGES) + 1
 # A track's own flip counts weigh against the rate of all tracks as this many steps would.
 HAZARD_PRIOR_STEPS = 10.0
-
-
-def held_steps(active: torch.Tensor) -> torch.Tensor:
-    """[B, T, 20] → how many steps each track has been in its state at each step, itself
-    included, counting from the window's first step (the window is all a predictor sees)."""
-    t = torch.arange(active.shape[1], device=active.device)[None, :, None]
-    change = torch.ones_like(active, dtype=torch.bool)
-    change[:, 1:] = active[:, 1:] != active[:, :-1]
-    start = torch.where(change, t, torch.zeros_like(t)).cummax(dim=1).values
-    return t - start + 1
-
-
-def _held_bucket(active: torch.Tensor) -> torch.Tensor:
-    edges = torch.tensor(HELD_EDGES, device=active.device)
-    return torch.bucketize(held_steps(active), edges, right=True)
-
-
-def _hazard_cell(active: torch.Tensor) -> torch.Tensor:
-    """[B, T, 20] states (0, 1) → the flat index of each (track, state, held bucket) cell."""
-    track = torch.arange(active.shape[-1], device=active.device)
-    return (track * 2 + active) * N_HELD + _held_bucket(active)
 
 
 def _smoothed_hazard(flips: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -178,14 +182,12 @@ def fair_copy(priors: Priors) -> Predictor:
         p_on = torch.where(active == 1, stay, 1 - stay)
         probs = torch.stack([1 - p_on, p_on], -1)
         asset = tracks[..., ASSET].round().long().clamp(0, N_ASSETS - 1)
-        keep = priors.track_asset_stay.expand_as(asset)
-        usual = priors.asset_freq.expand(*asset.shape, -1)  # [B, T, 20, 10]
-        others = usual.scatter(-1, asset[..., None], 0.0)
-        others = others / others.sum(-1, keepdim=True).clamp(min=1e-12)
-        copied = others * (1 - keep)[..., None]
-        copied = copied.scatter(-1, asset[..., None], keep[..., None])
-        on = (active == 1)[..., None]
-        out = {"active": probs.log(), "asset": torch.where(on, copied, usual).log()}
+        out = {
+            "active": probs.log(),
+            "asset": copied_asset_log_chances(
+                active, asset, priors.track_asset_stay, priors.asset_freq
+            ),
+        }
         for i, param in enumerate(CONTINUOUS_PARAMS):
             value = tracks[..., VALUES][..., i]
             out[param] = torch.where(active == 1, value, priors.value_mean[:, i])
@@ -202,10 +204,7 @@ def hazard(priors: Priors) -> Predictor:
     def predict(batch: Batch) -> dict[str, torch.Tensor]:
         out = copy(batch)
         active = _tracks(batch.sequences)[..., ACTIVE].round().long().clamp(0, 1)
-        cell = _hazard_cell(active)
-        flip = priors.hazard.reshape(-1).to(cell.device)[cell]
-        p_on = torch.where(active == 1, 1 - flip, flip)
-        out["active"] = torch.stack([1 - p_on, p_on], -1).log()
+        out["active"] = hazard_log_chances(active, priors.hazard.to(active.device))
         return out
 
     return predict

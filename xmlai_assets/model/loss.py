@@ -144,8 +144,9 @@ def training_loss(
 ) -> torch.Tensor:
     """What training minimizes: the next-step loss, except that a gated model (outputs `move`
     and `delta`) learns each continuous value as a gate, binary cross-entropy on whether the
-    value moved, and a change, squared error where it moved; both where the target track is
-    on. Its scored loss (`next_step_loss`) is that of the values it outputs.
+    value moved from where it starts (`start` when the model gives it, else the current
+    value), and a change, squared error where it moved; both where the target track is on.
+    Its scored loss (`next_step_loss`) is that of the values it outputs.
 
     Every term is a weighted sum over the batch's elements divided by a count of them. When a
     batch is sharded over the ranks of a distributed run, `sum_over_ranks` sums the counts of
@@ -184,11 +185,16 @@ def _loss_terms(
         terms.append((head, (loss * w).sum(), w.sum(), 1))
     b, t, _ = sequences.shape
     before = sequences[:, :-1].reshape(b, t - 1, -1, N_PARAMS)  # the input step's tracks
-    change = targets.values - before[..., VALUES]
-    moved = (change.abs() > MOVED).float()
-    on = targets.on[..., None].expand_as(moved).float()
-    was_on = before[..., ACTIVE, None] > 0.5
-    gated = on * was_on.float()  # the gate decides for tracks on at both steps
+    if "start" in outputs:  # where each value starts from: the gate decides for every on target
+        change = targets.values - outputs["start"][:, :-1].float()
+        moved = (change.abs() > MOVED).float()
+        on = targets.on[..., None].expand_as(moved).float()
+        gated = on
+    else:  # from the current value: the gate decides for tracks on at both steps
+        change = targets.values - before[..., VALUES]
+        moved = (change.abs() > MOVED).float()
+        on = targets.on[..., None].expand_as(moved).float()
+        gated = on * (before[..., ACTIVE, None] > 0.5).float()
     gate = F.binary_cross_entropy_with_logits(
         outputs["move"][:, :-1].float(), moved, reduction="none"
     )

@@ -17,7 +17,7 @@ from torch import nn
 from xmlai_assets.atomic import atomic_path
 from xmlai_assets.model.config import TrainConfig
 from xmlai_assets.model.data import Batch, BatchIterator, MultiTrackDataset
-from xmlai_assets.model.evaluate import validation_loss
+from xmlai_assets.model.evaluate import Priors, validation_loss
 from xmlai_assets.model.loss import class_weights_from, training_loss
 from xmlai_assets.model.transformer import MultiTrackTransformer
 
@@ -291,7 +291,17 @@ class _Run:
         self.rank, self.ranks = distributed_rank()
         compiled = config.compile and device.type == "cuda" and self.ranks == 1
         torch.manual_seed(config.seed)
-        self.model = MultiTrackTransformer(config.architecture()).to(device)
+        self.model = MultiTrackTransformer(config.architecture())
+        if self.model.prior:
+            priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
+            self.model.set_prior(
+                priors.hazard,
+                priors.track_asset_stay,
+                priors.asset_freq,
+                priors.value_mean,
+                priors.move_chance,
+            )
+        self.model = self.model.to(device)
         self.forward = torch.compile(self.model) if compiled else self.model
         if self.ranks > 1:
             from torch.nn.parallel import DistributedDataParallel

@@ -41,6 +41,67 @@ def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tens
     return (index[..., None] == torch.arange(classes, device=index.device)).to(dtype)
 
 
+# Buckets of how long a track has held its state, in steps (10 Hz: 0.1 s to 10 s and more):
+# 1, 2, 3-4, 5-9, 10-19, 20-29, 30-49, 50-99, 100 and more.
+HELD_EDGES = (2, 3, 5, 10, 20, 30, 50, 100)
+N_HELD = len(HELD_EDGES) + 1
+
+
+def held_steps(active: torch.Tensor) -> torch.Tensor:
+    """[B, T, 20] → how many steps each track has been in its state at each step, itself
+    included, counting from the window's first step (the window is all a predictor sees)."""
+    t = torch.arange(active.shape[1], device=active.device)[None, :, None]
+    change = torch.ones_like(active, dtype=torch.bool)
+    change[:, 1:] = active[:, 1:] != active[:, :-1]
+    start = torch.where(change, t, torch.zeros_like(t)).cummax(dim=1).values
+    return t - start + 1
+
+
+def held_bucket(active: torch.Tensor) -> torch.Tensor:
+    edges = torch.tensor(HELD_EDGES, device=active.device)
+    return torch.bucketize(held_steps(active), edges, right=True)
+
+
+def hazard_cell(active: torch.Tensor) -> torch.Tensor:
+    """[B, T, 20] states (0, 1) → the flat index of each (track, state, held bucket) cell."""
+    track = torch.arange(active.shape[-1], device=active.device)
+    return (track * 2 + active) * N_HELD + held_bucket(active)
+
+
+def hazard_log_chances(
+    active: torch.Tensor, flip_chance: torch.Tensor, floor: float = 0.0
+) -> torch.Tensor:
+    """[B, T, 20] states (0, 1) and a [20, 2, N_HELD] table of the chance of flipping by track,
+    state and time held → log-chances [B, T, 20, 2] of off and on at the next step, none
+    below `floor`."""
+    flip = flip_chance.reshape(-1)[hazard_cell(active)]
+    p_on = torch.where(active == 1, 1 - flip, flip)
+    return torch.stack([1 - p_on, p_on], -1).clamp_min(floor).log()
+
+
+def copied_asset_log_chances(
+    active: torch.Tensor,
+    asset: torch.Tensor,
+    stay: torch.Tensor,
+    usual: torch.Tensor,
+    floor: float = 0.0,
+) -> torch.Tensor:
+    """The fair copy's asset: a track on keeps its asset with its chance `stay` [20], or takes
+    another in proportion to its usual ones `usual` [20, classes]; a track off takes its usual
+    ones. Log-chances [B, T, 20, classes], none below `floor`."""
+    usual = usual.expand(*asset.shape, -1)
+    others = usual.scatter(-1, asset[..., None], 0.0)
+    others = others / others.sum(-1, keepdim=True).clamp(min=1e-12)
+    keep = stay.expand_as(asset)
+    copied = (others * (1 - keep)[..., None]).scatter(-1, asset[..., None], keep[..., None])
+    return torch.where((active == 1)[..., None], copied, usual).clamp_min(floor).log()
+
+
+# The least chance the model's starting point gives anything: a correction of a few units
+# overturns it, where a chance of 1e-12 would need a large one.
+PROBABILITY_FLOOR = 1e-6
+
+
 class SinusoidalPosition(nn.Module):
     def __init__(self, d_model: int):
         super().__init__()
@@ -66,6 +127,16 @@ class MultiTrackTransformer(nn.Module):
         if self.gated:  # the last step's change of each value, and whether any moved
             per_track += self.n_continuous + 1
         self.input = nn.Linear(config.n_tracks * per_track, config.d_model)
+        self.prior = config.prior == "baselines"
+        if self.prior:  # set from the training split by `set_prior` before training
+            n = config.n_tracks
+            self.register_buffer("flip_chance", torch.full((n, N_ACTIVE, N_HELD), 0.5))
+            self.register_buffer("asset_stay", torch.full((n,), 0.5))
+            self.register_buffer(
+                "asset_usual", torch.full((n, config.n_assets), 1 / config.n_assets)
+            )
+            self.register_buffer("value_usual", torch.zeros(n, self.n_continuous))
+            self.register_buffer("move_chance", torch.full((n, N_ACTIVE, self.n_continuous), 0.5))
         self.position = SinusoidalPosition(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
         # Separately built layers: nn.TransformerEncoder would deep-copy one layer into all.
@@ -93,6 +164,25 @@ class MultiTrackTransformer(nn.Module):
             # near-uniform class probabilities at the start: loss ln 2 and ln 10
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
+
+    def set_prior(
+        self,
+        flip_chance: torch.Tensor,
+        asset_stay: torch.Tensor,
+        asset_usual: torch.Tensor,
+        value_usual: torch.Tensor,
+        move_chance: torch.Tensor,
+    ) -> None:
+        """What the heads start from (`Priors` of the training split): the hazard table's
+        chance of flipping by track, state and time held, the fair copy's asset chances, each
+        track's mean values when on (scaled), where a track that is off comes on, and the
+        chance each value moves from where it starts, by track and state."""
+        with torch.no_grad():
+            self.move_chance.copy_(move_chance)
+            self.flip_chance.copy_(flip_chance)
+            self.asset_stay.copy_(asset_stay)
+            self.asset_usual.copy_(asset_usual)
+            self.value_usual.copy_(value_usual)
 
     def encode_inputs(self, sequences: torch.Tensor) -> torch.Tensor:
         """[B, T, 180] → [B, T, 20 * 19]: one-hot active and asset, continuous values as is."""
@@ -137,14 +227,38 @@ class MultiTrackTransformer(nn.Module):
             "active": self.active_head(x).reshape(b, t, n, N_ACTIVE),
             "asset": self.asset_head(x).reshape(b, t, n, self.config.n_assets),
         }
+        on = tracks[..., ACTIVE, None] > 0.5
+        if self.prior:
+            # the heads correct the baselines: at the start (heads near zero) the model is the
+            # hazard table on on/off and the fair copy on assets and on values, a track that
+            # is off coming on at its usual values
+            active = tracks[..., ACTIVE].round().long().clamp(0, N_ACTIVE - 1)
+            asset = tracks[..., ASSET].round().long().clamp(0, self.config.n_assets - 1)
+            out["active"] = out["active"] + hazard_log_chances(
+                active, self.flip_chance, PROBABILITY_FLOOR
+            )
+            out["asset"] = out["asset"] + copied_asset_log_chances(
+                active, asset, self.asset_stay, self.asset_usual, PROBABILITY_FLOOR
+            )
+            current = torch.where(on, current, self.value_usual.to(current.dtype))
         if self.gated:
-            # move logits [B, T, 20, 7]: a value of a track on screen whose gate says hold is
-            # the current one exactly; a track off screen has no value to hold (its next one,
-            # should it come on, is the predicted change from the placeholder)
+            # move logits [B, T, 20, 7]: where the gate says hold, a value is `start` exactly:
+            # the current one of a track on screen, or (with the prior) the usual one of a
+            # track that comes on. Without the prior a track off screen has no value to hold:
+            # its next one, should it come on, is the predicted change from the placeholder.
             out["move"] = self.move_head(x).reshape(b, t, n, self.n_continuous)
             out["delta"] = delta
-            on = tracks[..., ACTIVE, None] > 0.5
-            delta = torch.where((out["move"] > 0) | ~on, delta, torch.zeros_like(delta))
+            if self.prior:  # the gate corrects each track's chance of moving, by state
+                chance = self.move_chance.reshape(n * N_ACTIVE, -1)[
+                    torch.arange(n, device=active.device) * N_ACTIVE + active
+                ].clamp(PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+                out["move"] = out["move"] + torch.logit(chance).to(out["move"].dtype)
+            move = out["move"] > 0
+            if self.prior:
+                out["start"] = current
+            else:
+                move = move | ~on
+            delta = torch.where(move, delta, torch.zeros_like(delta))
         values = current + delta
         out.update({param: values[..., i] for i, param in enumerate(CONTINUOUS_PARAMS)})
         return out

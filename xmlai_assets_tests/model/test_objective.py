@@ -13,12 +13,11 @@ from xmlai_assets.model.evaluate import (
     evaluate,
     fair_copy,
     hazard,
-    held_steps,
     majority_mean,
     persistence,
 )
 from xmlai_assets.model.loss import class_weights_from, next_step_loss, next_step_targets
-from xmlai_assets.model.transformer import HEADS
+from xmlai_assets.model.transformer import HEADS, held_steps
 
 
 def window(steps):

@@ -149,3 +149,56 @@ def test_a_version_written_before_the_gate_loads_as_a_delta_model():
     config = ModelConfig.from_dict({"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64})
     assert config.value_head == "delta"
     assert not hasattr(MultiTrackTransformer(config), "move_head")
+
+
+def _zero_heads(model):
+    with torch.no_grad():
+        for head in (model.active_head, model.asset_head, model.value_head, model.move_head):
+            head.weight.zero_()
+            head.bias.zero_()
+    return model
+
+
+def test_with_the_prior_the_model_starts_as_the_baselines():
+    """Heads that say nothing leave the hazard table's on/off chances, the fair copy's asset
+    chances and values: the current value of a track on, its usual value when it comes on."""
+    from xmlai_assets.model.data import Batch
+    from xmlai_assets.model.evaluate import Priors, hazard
+    from xmlai_assets_tests.model.test_objective import window
+
+    # V1 on at x 0.5 for 4 steps, off for 2, on again; V2 on with x 1.5 from step 3
+    steps = [{0: (1, 3, 0.0, 0.5)}] * 4 + [{}] * 2 + [{0: (1, 3, 0.0, 0.5)}] * 2
+    steps = [{**s, **({1: (1, 2, 0.0, 1.5)} if t >= 3 else {})} for t, s in enumerate(steps)]
+    batch = Batch(window(steps), torch.ones(1, len(steps), dtype=torch.bool))
+    priors = Priors.from_training([batch])
+    # V1's x never moves from where it starts (its current value, or its usual 0.5)
+    # (add-one smoothed: one onset, four steps on to on)
+    assert priors.move_chance[0, :, 1].tolist() == pytest.approx([1 / 3, 1 / 6])
+    model = _zero_heads(
+        MultiTrackTransformer(ModelConfig(**{**GATED.as_dict(), "prior": "baselines"}))
+    )
+    model.set_prior(
+        priors.hazard, priors.track_asset_stay, priors.asset_freq, priors.value_mean,
+        priors.move_chance,
+    )  # fmt: skip
+    out = model.eval()(batch.sequences, batch.masks)
+    base = hazard(priors)(batch)
+    torch.testing.assert_close(out["active"].log_softmax(-1), base["active"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["asset"].log_softmax(-1), base["asset"], atol=1e-5, rtol=0)
+    # exactly: V1 holds 0.5 while on and comes back on at its usual 0.5; V2 holds 1.5
+    assert out["x"][0, :, 0].tolist() == [0.5] * 8
+    assert out["x"][0, 3:, 1].tolist() == [1.5] * 5
+    # a hold at the start costs nothing
+    from xmlai_assets.model.loss import element_losses, next_step_targets
+
+    losses = element_losses(out, next_step_targets(batch.sequences, batch.masks))
+    loss, weight = losses["x"]
+    assert weight.sum() > 0 and (loss * weight).sum().item() == 0.0
+
+
+def test_a_version_written_before_the_prior_loads_without_it():
+    config = ModelConfig.from_dict(
+        {"d_model": 32, "n_heads": 4, "n_layers": 2, "value_head": "gated"}
+    )
+    assert config.prior == "none"
+    assert "flip_chance" not in MultiTrackTransformer(config).state_dict()
