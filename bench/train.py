@@ -3,6 +3,8 @@
 1. windows per second of the asset's training loop (`train()`, which also validates every
    epoch and writes checkpoints as the asset does, and again with one every epoch) against a
    bare PyTorch loop over the same model, settings, batches and data, at the default batch;
+   then the scorecard's evaluation (the model and every baseline on the validation and test
+   windows) against the time of an epoch and of a run;
 2. on CUDA, the bare loop's throughput at large batches, eager and compiled, with MFU against
    the card's bf16 peak;
 3. the full default training run (batch 16) on the 110-timeline corpus (on CUDA, or with
@@ -32,6 +34,12 @@ import torch
 
 from xmlai_assets.features.preprocess import preprocess
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
+from xmlai_assets.model.evaluate import (
+    Priors,
+    evaluate,
+    evaluate_against_baselines,
+    model_predictor,
+)
 from xmlai_assets.model.loss import training_loss
 from xmlai_assets.model.train import TrainConfig, TrainResult, resolve_device, train
 from xmlai_assets.model.transformer import MultiTrackTransformer, count_parameters
@@ -287,7 +295,34 @@ def main() -> None:
                 train(train_data, val_data, one, log=lambda _: None)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
+        def scorecard() -> None:
+            """What the version's scorecard costs beside training: the model and every
+            baseline on the validation windows (promotion; the champion once more) and on the
+            test windows, as `fit_model` scores them, against the epochs of training."""
+            test_data = MultiTrackDataset.from_npz(layout.local(sequences_npz("test")))
+            t = time.perf_counter()
+            result = train(train_data, val_data, config, log=lambda _: None)
+            epoch = (time.perf_counter() - t) / len(result.history)
+            t = time.perf_counter()
+            priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
+            predict = model_predictor(result.model)
+            for data, champion in ((val_data, True), (test_data, False)):
+                batches = list(BatchIterator(data, 64, shuffle=False))
+                kwargs = {"value_scale": {}, "horizon": data.steps_per_second}
+                evaluate_against_baselines(predict, batches, priors, **kwargs)
+                if champion:  # as the champion is scored: the model once more
+                    evaluate(predict, batches, **kwargs)
+            seconds = time.perf_counter() - t
+            print(f"  one epoch of training{'':15}{epoch:9.1f} s")
+            print(f"  the scorecard (validation and test){'':1}{seconds:9.1f} s")
+            print(
+                f"  scorecard / one epoch{'':15}{seconds / epoch:9.2f}x; of a run of "
+                f"{base.epochs} epochs: {seconds / (seconds + base.epochs * epoch):.1%}, of 20 "
+                f"epochs: {seconds / (seconds + 20 * epoch):.1%}   (target <= 10% of a run)"
+            )
+
         section("1. the asset's loop against a bare loop", default_batch)
+        section("1c. the scorecard's evaluation against training", scorecard)
         if args.profile:
             section("1b. one epoch of the asset's loop, profiled", profile)
         if device.type == "cuda":

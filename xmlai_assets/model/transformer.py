@@ -4,7 +4,9 @@ Per step, each track's `active` and `asset` enter one-hot (they are categories, 
 numbers) beside its 7 scaled continuous values; all 20 tracks are projected to `d_model`,
 given a sinusoidal position, and read by a causal Transformer encoder. Per-track heads give
 `active` logits (2), `asset` logits (10) and the 7 continuous values. The continuous heads
-predict the change from the current step, so holding a value still is the easy default.
+predict the change from the current step, so holding a value still is the easy default. With
+the prior (`ModelConfig.prior`), every head corrects a baseline counted on the training split
+instead of starting from nothing.
 """
 
 from __future__ import annotations
