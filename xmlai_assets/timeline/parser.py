@@ -267,6 +267,18 @@ class _Reader:
                     return stem
         return "unknown"
 
+    def frame_size(self, seq: etree._Element, what: str) -> tuple[int, int]:
+        """(width, height) of the sequence's frame; 1920x1080, with a warning, when unknown."""
+        chars = seq.find("media/video/format/samplecharacteristics")
+        width = height = 0
+        if chars is not None:
+            width = int(self.number(chars, "width", what=f"{what} format", default=0))
+            height = int(self.number(chars, "height", what=f"{what} format", default=0))
+        if width <= 0 or height <= 0:
+            self.warnings.append(f"{what} has no frame size; assuming 1920x1080")
+            width, height = 1920, 1080
+        return width, height
+
     def source_size(self, clip: etree._Element, seq_size: tuple[int, int]) -> tuple[int, int]:
         ref = _child(clip, "file")
         key = None if ref is None else ref.get("id")
@@ -565,13 +577,7 @@ def parse_timeline_with_info(
     declared = reader.frame_axis(seq.findtext("duration") or "0", "duration", what=seq_what)
     if declared < 0:
         raise reader.fail(f"{seq_what} has a negative duration ({declared:g} frames)")
-    width = height = 0
-    if chars is not None:
-        width = int(reader.number(chars, "width", what=f"{seq_what} format", default=0))
-        height = int(reader.number(chars, "height", what=f"{seq_what} format", default=0))
-    if width <= 0 or height <= 0:
-        reader.warnings.append(f"{seq_what} has no frame size; assuming 1920x1080")
-        width, height = 1920, 1080
+    width, height = reader.frame_size(seq, seq_what)
 
     video_tracks = seq.findall("media/video/track")
     video = [reader.track_clips(t, f"V{i}") for i, t in enumerate(video_tracks, start=1)]
