@@ -1,0 +1,128 @@
+"""The placement vocabulary, the placement model and its metrics, on hand-made corpora."""
+
+import math
+
+import numpy as np
+import pytest
+
+from xmlai_assets.features.frames import TrackFrames
+from xmlai_assets.model.placement import (
+    PlacementModel,
+    Ranked,
+    Tolerance,
+    Vocabulary,
+    find_onsets,
+    model_predictor,
+    most_common,
+    nearest_neighbour,
+    score,
+    valid_layout,
+)
+
+CORNER = [30.0, 0.36, -0.32, 0, 0, 0, 0]  # a face cam top right
+OTHER_CORNER = [30.0, -0.36, 0.32, 0, 0, 0, 0]
+SIDE_LEFT = [50.0, -0.25, 0.0, 20, 20, 0, 0]  # V1 in a side-by-side layout
+SIDE_RIGHT = [50.0, 0.25, 0.0, 20, 20, 0, 0]  # its V2 partner
+FULL = [100.0, 0.0, 0.0, 0, 0, 0, 0]
+
+
+def frames_of(videos):
+    """TrackFrames from videos given as rows of {track: (asset, placement)}."""
+    rows = [row for video in videos for row in video]
+    values = np.zeros((len(rows), 20, 9))
+    values[:, :, 2] = 100.0  # an inactive track's placeholder scale
+    for i, row in enumerate(rows):
+        for track, (asset, placement) in row.items():
+            values[i, track] = [1, asset, *placement]
+    lengths = np.array([len(v) for v in videos])
+    return TrackFrames(
+        video_ids=[f"v{i}" for i in range(len(videos))],
+        offsets=np.cumsum(lengths) - lengths,
+        lengths=lengths,
+        time=np.concatenate([np.arange(n) * 0.1 for n in lengths]),
+        values=values,
+    )
+
+
+def test_onsets_are_where_a_track_comes_on_in_each_video():
+    full = {0: (1, FULL)}
+    cam = {0: (1, FULL), 3: (2, CORNER)}
+    frames = frames_of([[full, cam, cam, full, cam], [cam, cam]])
+    onsets = find_onsets(frames)
+    # V1 at the start of each video; V4 at rows 1 and 4 of the first, 0 of the second
+    assert list(zip(onsets.row.tolist(), onsets.track.tolist(), strict=True)) == [
+        (0, 0), (1, 3), (4, 3), (5, 0), (5, 3),
+    ]  # fmt: skip
+    assert onsets.video.tolist() == [0, 0, 0, 1, 1]
+    assert onsets.asset.tolist() == [1, 2, 2, 1, 2]
+    np.testing.assert_array_equal(onsets.placement[1], CORNER)
+    assert onsets.layout.shape == (5, 20, 9)
+
+
+def test_the_vocabulary_groups_placements_within_the_tolerance():
+    placements = np.array([CORNER, CORNER, [32.0, 0.37, -0.31, 1, 0, 0, 0], OTHER_CORNER, FULL])
+    vocabulary = Vocabulary.fit(placements, Tolerance())
+    # the two corners and full screen; the near copy of CORNER joins it
+    assert len(vocabulary) == 3
+    np.testing.assert_array_equal(vocabulary.representatives[0], CORNER)  # the most frequent
+    assert vocabulary.counts.tolist() == [3, 1, 1]
+    assert vocabulary.assign(placements).tolist()[:3] == [0, 0, 0]
+    far = [30.0, 0.36 + 0.031, -0.32, 0, 0, 0, 0]  # the centre 0.031 off: another placement
+    assert vocabulary.assign(np.array([far])).tolist() == [-1]
+    again = Vocabulary.from_dict(vocabulary.as_dict())
+    np.testing.assert_array_equal(again.representatives, vocabulary.representatives)
+
+
+def test_the_model_learns_which_placement_goes_with_the_layout_around_it():
+    """Two known layouts: a face cam (asset 2) on V4 goes top right when V1 is full screen
+    and bottom left when V1 and V2 are side by side. Only the other tracks tell them apart."""
+    full = {0: (1, FULL)}
+    side = {0: (1, SIDE_LEFT), 1: (1, SIDE_RIGHT)}
+    videos = []
+    for _ in range(6):
+        videos.append([full, {**full, 3: (2, CORNER)}, full])
+        videos.append([side, {**side, 3: (2, OTHER_CORNER)}, side])
+    train = find_onsets(frames_of(videos))
+    vocabulary = Vocabulary.fit(train.placement)
+    model = PlacementModel.fit(train, vocabulary)
+    model.tune(train)
+    assert model.context_weight > 0  # the context is what tells them apart
+    held_out = find_onsets(
+        frames_of([[full, {**full, 3: (2, CORNER)}], [side, {**side, 3: (2, OTHER_CORNER)}]])
+    )
+    cams = held_out.track == 3
+    ranked = model_predictor(model)(held_out, 3)
+    np.testing.assert_array_equal(ranked.candidates[cams, 0], [CORNER, OTHER_CORNER])
+    assert np.exp(ranked.true_log_prob[cams]).min() > 0.8  # measured: 0.87 and 0.98
+    # the track's most common placement cannot tell them apart: one of the two is wrong
+    common = most_common(train, vocabulary)(held_out, 3)
+    assert (common.candidates[cams, 0] == common.candidates[cams, 0][0]).all()
+    # the nearest neighbour by the other tracks' layout can
+    near = nearest_neighbour(train)(held_out, 3)
+    np.testing.assert_array_equal(near.candidates[cams, 0], [CORNER, OTHER_CORNER])
+    # and the model round-trips through its file
+    again = PlacementModel.from_json(model.to_json())
+    np.testing.assert_allclose(
+        again.log_probs(held_out.track, held_out.asset, held_out.layout),
+        model.log_probs(held_out.track, held_out.asset, held_out.layout),
+    )
+
+
+def test_the_metrics_on_hand_made_suggestions():
+    truth = np.array([CORNER, OTHER_CORNER, FULL])
+    off = [30.0, 0.9, 0.0, 0, 0, 0, 0]  # centre outside the frame: not a valid layout
+    candidates = np.array(
+        [
+            [CORNER, FULL, FULL],  # top-1 hit
+            [FULL, FULL, OTHER_CORNER],  # top-3 hit
+            [off, CORNER, OTHER_CORNER],  # miss
+        ]
+    )
+    ranked = Ranked(candidates, np.log([0.5, 0.25, 0.125]))
+    scores = score(ranked, truth, Tolerance())
+    assert scores["top1"] == pytest.approx(1 / 3)
+    assert scores["top3"] == pytest.approx(2 / 3)
+    assert scores["log_likelihood"] == pytest.approx(np.log([0.5, 0.25, 0.125]).mean())
+    assert scores["valid"] == pytest.approx(2 / 3)
+    assert valid_layout(np.array([[50.0, 0.0, 0.0, 60, 50, 0, 0]])).tolist() == [False]
+    assert all(math.isnan(v) for v in score(ranked, truth[:0], Tolerance()).values())
