@@ -302,6 +302,45 @@ def print_model_report(layout: DataLayout) -> None:
     print(f"  all metrics: {store.location(names[-1] + '/metadata.json')}")
 
 
+def suggest_command(args) -> int:
+    from xmlai_assets.model.store import ModelStoreError, suggest
+    from xmlai_assets.timeline import TimelineError
+    from xmlai_assets.timeline.schema import ASSET_CLASS_NAMES
+
+    track = args.track.upper().removeprefix("V")
+    if not track.isdigit():
+        print(f"--track {args.track}: give a video track as V2 or 2", file=sys.stderr)
+        return 2
+    try:
+        ref, version, found = suggest(
+            args.timeline,
+            int(track),
+            clip=args.clip,
+            at_seconds=args.at,
+            top=args.top,
+            version=args.version,
+            out=args.out,
+            replace_keyframes=args.replace_keyframes,
+        )
+    except (TimelineError, ModelStoreError) as exc:
+        print(f"cannot suggest: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"V{ref.track} {ref.id} {ref.name!r} (frames {ref.start}-{ref.end}, "
+        f"{ASSET_CLASS_NAMES[ref.asset]}): placement model {version}"
+    )
+    for i, s in enumerate(found, 1):
+        v = s.as_dict()
+        print(
+            f"  {i}. {s.probability:6.1%}  scale {v['scale']:g}  centre x {v['x']:+.4f} "
+            f"y {v['y']:+.4f}  crop l {v['crop_l']:g} r {v['crop_r']:g} t {v['crop_t']:g} "
+            f"b {v['crop_b']:g}"
+        )
+    if args.out:
+        print(f"wrote {args.out}: {ref.id} carries placement 1 (import it in Premiere Pro)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xmlai-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -323,7 +362,27 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--count", type=int, default=110)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--seconds", type=float, help="length of each timeline (default: 40-110 s)")
+    hint = sub.add_parser(
+        "suggest",
+        help="where should a clip go: the team's usual placements for it, most likely first",
+    )
+    hint.add_argument("timeline", type=Path, help="an FCP7 XML export")
+    hint.add_argument("--track", required=True, help="its video track: V2, or 2")
+    which = hint.add_mutually_exclusive_group(required=True)
+    which.add_argument("--clip", help="the clip's name on that track")
+    which.add_argument("--at", type=float, help="or the time it plays at, in seconds")
+    hint.add_argument("--top", type=int, default=3, help="how many placements (default 3)")
+    hint.add_argument("--out", type=Path, help="write a copy with the first placement applied")
+    hint.add_argument(
+        "--replace-keyframes",
+        action="store_true",
+        help="with --out: a clip's keyframed motion or crop becomes the static placement",
+    )
+    hint.add_argument("--version", default="latest", help="a placement version (vNNNN)")
     args = parser.parse_args(argv)
+
+    if args.command == "suggest":
+        return suggest_command(args)
 
     if args.command == "synth":
         from xmlai_assets.synth import generate_timeline

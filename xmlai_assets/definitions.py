@@ -11,8 +11,9 @@ from xmlai_assets.defs.preprocess import assets as preprocess
 from xmlai_assets.defs.preprocess import checks as preprocess_checks
 from xmlai_assets.defs.resources import DataPaths, TrainingHost
 from xmlai_assets.defs.train import assets as train
+from xmlai_assets.defs.train import placement
 
-ASSET_MODULES = (ingest, preprocess, train)
+ASSET_MODULES = (ingest, preprocess, train, placement)
 CHECK_MODULES = (ingest, preprocess_checks)
 
 

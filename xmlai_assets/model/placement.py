@@ -339,3 +339,75 @@ def model_predictor(model: PlacementModel):
         return rank_groups(log_p, model.vocabulary, onsets.placement, top)
 
     return predict
+
+
+PREDICTORS = ("model", "most_common", "nearest_neighbour")
+TOP = 3  # suggestions scored per onset
+
+
+@dataclass
+class PlacementFit:
+    """A fitted placement model and its scorecard beside the baselines on held-out onsets."""
+
+    model: PlacementModel
+    scorecard: dict[str, dict[str, float]]  # predictor -> top1, top3, log_likelihood, valid
+    scored_on: str  # "test", or "val" where the test split has no onsets
+    onsets: dict[str, int]  # split -> onsets
+    context_weights: dict[float, float]  # weight -> mean validation log-likelihood
+
+    def beats_baselines(self) -> bool:
+        """The model's top-3 hit rate above every baseline's, and its log-likelihood above
+        the most common placement's (the one baseline with probabilities)."""
+        model = self.scorecard["model"]
+        others = [self.scorecard[name] for name in PREDICTORS[1:]]
+        return all(model["top3"] > other["top3"] for other in others) and (
+            model["log_likelihood"] > self.scorecard["most_common"]["log_likelihood"]
+        )
+
+
+def fit_placements(splits: dict[str, TrackFrames]) -> PlacementFit:
+    """Fit the vocabulary and the model on the training split's onsets, choose the context's
+    weight on the validation split's, and score the model and the baselines on the test
+    split's."""
+    onsets = {split: find_onsets(frames) for split, frames in splits.items()}
+    train = onsets["train"]
+    if not len(train):
+        raise ValueError("no clip comes on in the training split: nothing to learn from")
+    vocabulary = Vocabulary.fit(train.placement)
+    model = PlacementModel.fit(train, vocabulary)
+    weights = model.tune(onsets["val"]) if len(onsets["val"]) else {}
+    scored_on = "test" if len(onsets["test"]) else "val"
+    held = onsets[scored_on]
+    predictors = {
+        "model": model_predictor(model),
+        "most_common": most_common(train, vocabulary),
+        "nearest_neighbour": nearest_neighbour(train),
+    }
+    scorecard = {
+        name: score(predict(held, TOP), held.placement, vocabulary.tolerance)
+        for name, predict in predictors.items()
+    }
+    return PlacementFit(
+        model, scorecard, scored_on, {s: len(o) for s, o in onsets.items()}, weights
+    )
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    placement: np.ndarray  # [7], in PLACEMENT_PARAMS order
+    probability: float
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(PLACEMENT_PARAMS, map(float, self.placement), strict=True))
+
+
+def suggest_for(
+    model: PlacementModel, frames_values: np.ndarray, row: int, track: int, asset: int, top: int
+) -> list[Suggestion]:
+    """The `top` placements for a clip of class `asset` on `track` (0-based) coming on at
+    `row` of a timeline's frames [rows, 20, 9], most likely first."""
+    log_p = model.log_probs(
+        np.array([track]), np.array([asset]), frames_values[row][None].astype(np.float64)
+    )[0]
+    order = np.argsort(-log_p, kind="stable")[:top]
+    return [Suggestion(model.vocabulary.representatives[k], float(np.exp(log_p[k]))) for k in order]

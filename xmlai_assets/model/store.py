@@ -422,3 +422,84 @@ def predict(loaded: LoadedModel, window: np.ndarray, mask: np.ndarray | None = N
     if single:
         return NextStep(values[0], active_prob[0], asset_prob[0])
     return NextStep(values, active_prob, asset_prob)
+
+
+PLACEMENT = "placement"  # the placement model's versions, in a folder of the model store
+PLACEMENT_FILE = "placement.json"
+
+
+def placement_store(models: Models) -> ArtifactStore:
+    store = model_store(models)
+    return ArtifactStore(store.location(PLACEMENT))
+
+
+def save_placement_version(models: Models, model_json: bytes, metadata: dict) -> SavedVersion:
+    """Claim the next placement version, write the model, then commit it with `metadata`."""
+    store = placement_store(models)
+    remove_abandoned_versions(store)
+    name = _claim(store)
+    store.write_bytes(f"{name}/{PLACEMENT_FILE}", model_json)
+    store.write_bytes(f"{name}/{COMMIT}", _json_bytes(metadata))
+    return SavedVersion(
+        name=name,
+        location=store.location(name),
+        weights_sha256=hashlib.sha256(model_json).hexdigest(),
+        weights_bytes=len(model_json),
+    )
+
+
+def load_placement_version(models: Models, ref: str = "latest") -> tuple[str, bytes]:
+    """(version name, model file) of a committed placement version: `latest` or `vNNNN`."""
+    store = placement_store(models)
+    found = versions(store)
+    if not found:
+        raise ModelStoreError(
+            f"{store.location()}: no placement model yet; materialize placement_model"
+        )
+    name = found[-1] if ref == "latest" else ref
+    if name not in found:
+        raise ModelStoreError(f"{store.location(name)}: no such committed placement version")
+    return name, store.read_bytes(f"{name}/{PLACEMENT_FILE}")
+
+
+def suggest(
+    timeline: str | os.PathLike[str],
+    track: int,
+    *,
+    clip: str | None = None,
+    at_seconds: float | None = None,
+    top: int = 3,
+    models: Models | None = None,
+    version: str = "latest",
+    out: str | os.PathLike[str] | None = None,
+    replace_keyframes: bool = False,
+):
+    """Placements for a clip of a timeline export: the clip on video track `track` (1-based)
+    named `clip` or playing at `at_seconds`, ranked by a placement version (`latest`, or
+    `vNNNN`) of the model store. With `out`, a copy of the timeline with the first suggestion
+    applied to that clip is written there. Returns (the clip, the version, the suggestions)."""
+    from xmlai_assets.atomic import atomic_write_bytes
+    from xmlai_assets.model.placement import PlacementModel, suggest_for
+    from xmlai_assets.paths import DataLayout
+    from xmlai_assets.timeline import parse_timeline_with_info
+    from xmlai_assets.timeline.placement import Placement, find_clip, place_clip
+    from xmlai_assets.timeline.schema import TRACK_COLUMNS
+
+    ref = find_clip(timeline, track, name=clip, at_seconds=at_seconds)
+    name, data = load_placement_version(models or DataLayout.from_env().models, version)
+    model = PlacementModel.from_json(data)
+    frames, info = parse_timeline_with_info(timeline)
+    values = frames[list(TRACK_COLUMNS)].to_numpy(np.float64).reshape(len(frames), 20, -1)
+    # the clip's first sample: the first row showing its first frame
+    time, seconds = frames["time"].to_numpy(), ref.start / float(info.fps)
+    row = min(int(np.searchsorted(time, seconds - 1e-9)), len(time) - 1)
+    found = suggest_for(model, values, row, track - 1, ref.asset, top)
+    if out is not None and found:
+        placed = place_clip(
+            timeline,
+            ref.id,
+            Placement(**found[0].as_dict()),
+            replace_keyframes=replace_keyframes,
+        )
+        atomic_write_bytes(out, placed)
+    return ref, name, found

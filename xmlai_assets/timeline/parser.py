@@ -267,6 +267,16 @@ class _Reader:
                     return stem
         return "unknown"
 
+    def sequence_rate(self, seq: etree._Element, what: str) -> Fraction:
+        """The sequence's frame rate: its own, else its format's (rates are inherited)."""
+        fps = self.rate(seq, what=what)
+        chars = seq.find("media/video/format/samplecharacteristics")
+        if fps is None and chars is not None:
+            fps = self.rate(chars, what=what)
+        if fps is None:
+            raise self.fail(f"{what} has no frame rate")
+        return fps
+
     def frame_size(self, seq: etree._Element, what: str) -> tuple[int, int]:
         """(width, height) of the sequence's frame; 1920x1080, with a warning, when unknown."""
         chars = seq.find("media/video/format/samplecharacteristics")
@@ -568,12 +578,7 @@ def parse_timeline_with_info(
     seq = reader.top_sequence()
     seq_what = f"sequence {seq.findtext('name') or seq.get('id') or ''!r}".strip()
 
-    chars = seq.find("media/video/format/samplecharacteristics")
-    fps = reader.rate(seq, what=seq_what)
-    if fps is None and chars is not None:  # rates are inherited; the format's is the fallback
-        fps = reader.rate(chars, what=seq_what)
-    if fps is None:
-        raise reader.fail(f"{seq_what} has no frame rate")
+    fps = reader.sequence_rate(seq, seq_what)
     declared = reader.frame_axis(seq.findtext("duration") or "0", "duration", what=seq_what)
     if declared < 0:
         raise reader.fail(f"{seq_what} has a negative duration ({declared:g} frames)")

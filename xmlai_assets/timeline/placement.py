@@ -301,3 +301,58 @@ def _indent(data: bytes, at: int) -> str:
     start = data.rfind(b"\n", 0, at) + 1
     line = data[start:at]
     return line[: len(line) - len(line.lstrip())].decode("ascii", "replace")
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """A clip of the sequence, as a suggestion needs it."""
+
+    id: str  # its clipitem id, which `place_clip` takes
+    name: str
+    track: int  # 1-based video track
+    start: int  # frames of the sequence, [start, end)
+    end: int
+    asset: int  # its asset class
+    enabled: bool
+
+
+def find_clip(
+    path: str | os.PathLike[str],
+    track: int,
+    *,
+    name: str | None = None,
+    at_seconds: float | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ClipRef:
+    """The clip on video track `track` (1-based) of the sequence the parser reads: the first
+    named `name`, or the one playing at `at_seconds`. Raises `TimelineError` naming the file
+    and what is missing."""
+    path = Path(path)
+    if (name is None) == (at_seconds is None):
+        raise ValueError("give the clip's name or a time, one of the two")
+    root = read_xmeml(path, max_bytes=max_bytes)
+    reader = _Reader(path, root, ASSET_RULES)
+    seq = reader.top_sequence()
+    tracks = seq.findall("media/video/track")
+    if not 1 <= track <= len(tracks):
+        raise TimelineError(path, f"no video track V{track}: the sequence has {len(tracks)}")
+    fps = reader.sequence_rate(seq, "the sequence")
+    clips, _ = reader.track_clips(tracks[track - 1], f"V{track}", warn=False)
+    for clip in clips:
+        if name is not None and clip.name != name:
+            continue
+        if at_seconds is not None and not clip.start <= at_seconds * fps < clip.end:
+            continue
+        if not clip.element.get("id"):
+            raise TimelineError(path, f"{clip.what} has no id to address it by")
+        return ClipRef(
+            id=clip.element.get("id"),
+            name=clip.name,
+            track=track,
+            start=clip.start,
+            end=clip.end,
+            asset=reader.clip_asset_class(clip, track),
+            enabled=clip.enabled,
+        )
+    wanted = f"named {name!r}" if name is not None else f"playing at {at_seconds:g} s"
+    raise TimelineError(path, f"no clip {wanted} on V{track}")
