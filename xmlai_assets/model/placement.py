@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -180,9 +181,9 @@ class PlacementModel:
     vocabulary: Vocabulary
     by_track_asset: np.ndarray  # [20, 10, K]
     seen_with: np.ndarray  # [K, 20, K + 2]: group, other track, what it shows
-    # how much the other tracks count (0: not at all; 1: naive Bayes as is), chosen on the
-    # validation onsets by `tune`
-    context_weight: float = 1.0
+    # per track, how much the other tracks count for a clip on it (0: not at all; 1: naive
+    # Bayes as is), chosen on the validation onsets by `tune`
+    context_weight: np.ndarray = field(default_factory=lambda: np.ones(N_TRACKS))
 
     @classmethod
     def fit(cls, onsets: Onsets, vocabulary: Vocabulary) -> PlacementModel:
@@ -216,28 +217,33 @@ class PlacementModel:
             term = likely[:, j, symbols[:, j]].T  # [N, K]
             # the tracks on screen beside the clip speak; an empty track says little
             speaks = (track != j) & (symbols[:, j] <= k)
-            score += self.context_weight * np.where(speaks[:, None], term, 0.0)
+            score += self.context_weight[track, None] * np.where(speaks[:, None], term, 0.0)
         return score - np.logaddexp.reduce(score, axis=-1, keepdims=True)
 
     def tune(self, onsets: Onsets, weights=CONTEXT_WEIGHTS) -> dict[float, float]:
-        """Set `context_weight` to the one of `weights` under which `onsets` (the validation
-        split's) are most likely; returns the mean log-likelihood of each."""
+        """Set each track's `context_weight` to the one of `weights` under which its onsets
+        of `onsets` (the validation split's) are most likely; a track without any takes the
+        weight best over all of them. Returns each weight's mean log-likelihood over all."""
         truth = self.vocabulary.assign(onsets.placement)
-        seen = {}
-        for weight in weights:
-            self.context_weight = weight
+        each = np.zeros((len(weights), len(onsets)))
+        for i, weight in enumerate(weights):
+            self.context_weight = np.full(N_TRACKS, float(weight))
             log_p = self.log_probs(onsets.track, onsets.asset, onsets.layout)
             picked = np.take_along_axis(log_p, np.maximum(truth, 0)[:, None], -1)[:, 0]
-            seen[weight] = float(np.mean(np.where(truth >= 0, picked, UNKNOWN_LOG_PROB)))
-        self.context_weight = max(seen, key=lambda w: (seen[w], -w))
-        return seen
+            each[i] = np.where(truth >= 0, picked, UNKNOWN_LOG_PROB)
+        overall = each.mean(1)
+        chosen = np.full(N_TRACKS, float(weights[int(np.argmax(overall))]))
+        for t in np.unique(onsets.track):
+            chosen[t] = weights[int(np.argmax(each[:, onsets.track == t].mean(1)))]
+        self.context_weight = chosen
+        return {float(w): float(m) for w, m in zip(weights, overall, strict=True)}
 
     def to_json(self) -> bytes:
         body = {
             "vocabulary": self.vocabulary.as_dict(),
             "by_track_asset": self.by_track_asset.tolist(),
             "seen_with": self.seen_with.tolist(),
-            "context_weight": self.context_weight,
+            "context_weight": self.context_weight.tolist(),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -248,7 +254,7 @@ class PlacementModel:
             Vocabulary.from_dict(body["vocabulary"]),
             np.array(body["by_track_asset"], dtype=np.float64),
             np.array(body["seen_with"], dtype=np.float64),
-            body["context_weight"],
+            np.array(body["context_weight"], dtype=np.float64),
         )
 
 
@@ -333,6 +339,18 @@ def nearest_neighbour(train: Onsets):
     return predict
 
 
+def next_step(values_at: Callable[[Onsets], np.ndarray]):
+    """Baseline: the next-step model's values for the track at the onset, predicted from the
+    steps before it (`values_at` gives them, [N, 7]; NaN where nothing comes before). One
+    suggestion, no probabilities."""
+
+    def predict(onsets: Onsets, top: int) -> Ranked:
+        values = values_at(onsets)
+        return Ranked(np.repeat(values[:, None], top, 1), np.full(len(onsets), math.nan))
+
+    return predict
+
+
 def model_predictor(model: PlacementModel):
     def predict(onsets: Onsets, top: int) -> Ranked:
         log_p = model.log_probs(onsets.track, onsets.asset, onsets.layout)
@@ -341,7 +359,7 @@ def model_predictor(model: PlacementModel):
     return predict
 
 
-PREDICTORS = ("model", "most_common", "nearest_neighbour")
+PREDICTORS = ("model", "most_common", "nearest_neighbour", "next_step")
 TOP = 3  # suggestions scored per onset
 
 
@@ -359,16 +377,20 @@ class PlacementFit:
         """The model's top-3 hit rate above every baseline's, and its log-likelihood above
         the most common placement's (the one baseline with probabilities)."""
         model = self.scorecard["model"]
-        others = [self.scorecard[name] for name in PREDICTORS[1:]]
+        others = [self.scorecard[name] for name in PREDICTORS[1:] if name in self.scorecard]
         return all(model["top3"] > other["top3"] for other in others) and (
             model["log_likelihood"] > self.scorecard["most_common"]["log_likelihood"]
         )
 
 
-def fit_placements(splits: dict[str, TrackFrames]) -> PlacementFit:
+def fit_placements(
+    splits: dict[str, TrackFrames],
+    next_step_values: Callable[[TrackFrames, Onsets], np.ndarray] | None = None,
+) -> PlacementFit:
     """Fit the vocabulary and the model on the training split's onsets, choose the context's
     weight on the validation split's, and score the model and the baselines on the test
-    split's."""
+    split's. `next_step_values` (frames, onsets) -> [N, 7] is the next-step model's
+    prediction at each onset; without it that baseline is left out."""
     onsets = {split: find_onsets(frames) for split, frames in splits.items()}
     train = onsets["train"]
     if not len(train):
@@ -383,6 +405,9 @@ def fit_placements(splits: dict[str, TrackFrames]) -> PlacementFit:
         "most_common": most_common(train, vocabulary),
         "nearest_neighbour": nearest_neighbour(train),
     }
+    if next_step_values is not None:
+        frames = splits[scored_on]
+        predictors["next_step"] = next_step(lambda o: next_step_values(frames, o))
     scorecard = {
         name: score(predict(held, TOP), held.placement, vocabulary.tolerance)
         for name, predict in predictors.items()

@@ -424,6 +424,38 @@ def predict(loaded: LoadedModel, window: np.ndarray, mask: np.ndarray | None = N
     return NextStep(values, active_prob, asset_prob)
 
 
+def next_step_values(
+    loaded: LoadedModel, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
+    tracks: np.ndarray, window: int = 100,
+) -> np.ndarray:  # fmt: skip
+    """[N, 7] the values (CSV units) the model gives track `tracks[i]` at row `rows[i]` of a
+    split's frames `values` [rows, 20, 9] (videos starting at `offsets`), predicted from up
+    to `window` steps before it in its video, whatever it says of the track being on. NaN
+    where the row starts its video: there is nothing to predict from."""
+    out = np.full((len(rows), len(CONTINUOUS_PARAMS)), np.nan)
+    video = np.searchsorted(offsets, rows, side="right") - 1
+    start = np.maximum(offsets[video], rows - window)
+    todo = np.flatnonzero(rows > start)
+    for chunk in np.array_split(todo, max(1, -(-len(todo) // 64))):
+        if not len(chunk):
+            continue
+        batch = np.zeros((len(chunk), window, N_TRACKS * len(TRACK_PARAMS)))
+        mask = np.zeros((len(chunk), window), dtype=bool)
+        for b, i in enumerate(chunk):
+            steps = values[start[i] : rows[i]].reshape(rows[i] - start[i], -1)
+            batch[b, : len(steps)], mask[b, : len(steps)] = steps, True
+        with torch.no_grad():
+            outputs = loaded.model(
+                torch.from_numpy(loaded.normalize(batch)), torch.from_numpy(mask)
+            )
+        last = torch.from_numpy(mask.sum(1) - 1)
+        picked = torch.arange(len(chunk))
+        for j, param in enumerate(CONTINUOUS_PARAMS):
+            scaled = outputs[param][picked, last, torch.from_numpy(tracks[chunk])].double()
+            out[chunk, j] = scaled.numpy() * loaded.scale[j] + loaded.center[j]
+    return out
+
+
 PLACEMENT = "placement"  # the placement model's versions, in a folder of the model store
 PLACEMENT_FILE = "placement.json"
 

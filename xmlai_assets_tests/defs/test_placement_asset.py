@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from xmlai_assets.cli import main, run_pipeline
-from xmlai_assets.model.store import placement_store, suggest, versions
+from xmlai_assets.model.store import champion, placement_store, suggest, versions
 from xmlai_assets.paths import DataLayout
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import parse_timeline_with_info
@@ -38,7 +38,9 @@ def test_the_placement_model_is_a_version_with_its_scorecard(placed_layout):
     assert versions(store) == ["v0001"] and md["version_name"] == "v0001"
     metadata = json.loads(store.read_bytes("v0001/metadata.json"))
     rows = {r.data["predictor"]: r.data for r in md["scorecard"].records}
-    assert set(rows) == {"model", "most_common", "nearest_neighbour"}
+    # the champion's next-step prediction is a baseline when there is a champion
+    expected = {"model", "most_common", "nearest_neighbour"}
+    assert set(rows) == (expected | {"next_step"} if champion(layout.models) else expected)
     assert md["scored_on"] == metadata["scored_on"] == "test"
     assert md["train_onsets"] > 0 and md["placements"] > 0
     for name, row in rows.items():

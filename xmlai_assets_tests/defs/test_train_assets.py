@@ -142,7 +142,8 @@ def test_the_champion_moves_only_to_a_better_model_scored_on_the_same_windows(
 
         # new data (a new validation split) and a model that barely trained: not promoted
         generate_timeline(40, seconds=30, name="tl new").write(layout.timelines_dir)
-        weak = {**good, "epochs": 1, "learning_rate": 1e-6}
+        # (without the prior: with it, an untrained model is the baselines, which are strong)
+        weak = {**good, "epochs": 1, "learning_rate": 1e-6, "prior": "none"}
         assert run_pipeline(layout, instance, {"ops": {"trained_model": {"config": weak}}})
         md = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
         md = md.asset_materialization.metadata
