@@ -6,11 +6,12 @@ Pure numpy, no torch.
 - An *onset* is a row where a track comes on (it was off at the row before, or the timeline
   starts there). Its *placement* is the track's seven values there: scale, x, y and the four
   crops, in the master CSV's units.
-- The *vocabulary* groups the training split's onset placements: distinct placements in order
-  of how often they occur, each joining the first group whose representative is within the
-  tolerance of it (the same tolerance that counts a suggestion as a hit), else starting a new
-  group with itself as the representative. Placements are few and sharp (a face cam in one of
-  the corners at a few sizes), so a handful of groups cover a track.
+- The *vocabulary* covers the training split's onset placements greedily: the placement that
+  would count as a hit (within the tolerance) for the most onsets becomes the first group's
+  representative, those onsets its members; then the same among the onsets left, until every
+  onset is covered. Each representative is a placement the team used, chosen to be right as
+  often as one suggestion can be. Placements are few and sharp (a face cam in one of the
+  corners at a few sizes), so a handful of groups cover a track.
 - The *model* scores a group for a clip on track `t` of asset class `a` as
   `P(group | t, a) * prod_j P(what track j shows | group)`: the first counted on the
   training onsets, backed off to `P(group | t)` and `P(group)` where `(t, a)` is rare; the
@@ -112,19 +113,19 @@ class Vocabulary:
     @classmethod
     def fit(cls, placements: np.ndarray, tolerance: Tolerance = Tolerance()) -> Vocabulary:
         distinct, counts = np.unique(np.round(placements, 6), axis=0, return_counts=True)
-        # most frequent first; ties in the placement's own order, so a refit gives the same
-        order = np.lexsort((*distinct.T[::-1], -counts))
+        # covers[i, j]: a suggestion of placement i is a hit for placement j
+        covers = distance(distinct[:, None], distinct[None], tolerance) <= 1.0
+        left = counts.astype(np.float64)
         reps: list[np.ndarray] = []
         sizes: list[int] = []
-        for i in order:
-            if reps:
-                d = distance(np.array(reps), distinct[i], tolerance)
-                k = int(np.argmin(d))
-                if d[k] <= 1.0:
-                    sizes[k] += int(counts[i])
-                    continue
-            reps.append(distinct[i])
-            sizes.append(int(counts[i]))
+        while left.any():
+            # the placement that would be a hit for the most onsets not yet covered; ties to
+            # the first in the placements' own order, so a refit gives the same
+            gain = covers @ left
+            best = int(np.argmax(gain))
+            reps.append(distinct[best])
+            sizes.append(int(gain[best]))
+            left[covers[best]] = 0.0
         shape = (len(reps), len(PLACEMENT_PARAMS))
         return cls(np.array(reps).reshape(shape), np.array(sizes, dtype=np.int64), tolerance)
 

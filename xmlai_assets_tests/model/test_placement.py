@@ -64,13 +64,21 @@ def test_the_vocabulary_groups_placements_within_the_tolerance():
     vocabulary = Vocabulary.fit(placements, Tolerance())
     # the two corners and full screen; the near copy of CORNER joins it
     assert len(vocabulary) == 3
-    np.testing.assert_array_equal(vocabulary.representatives[0], CORNER)  # the most frequent
+    np.testing.assert_array_equal(vocabulary.representatives[0], CORNER)  # covers the most
     assert vocabulary.counts.tolist() == [3, 1, 1]
     assert vocabulary.assign(placements).tolist()[:3] == [0, 0, 0]
     far = [30.0, 0.36 + 0.031, -0.32, 0, 0, 0, 0]  # the centre 0.031 off: another placement
     assert vocabulary.assign(np.array([far])).tolist() == [-1]
     again = Vocabulary.from_dict(vocabulary.as_dict())
     np.testing.assert_array_equal(again.representatives, vocabulary.representatives)
+
+
+def test_a_representative_is_the_placement_right_for_the_most_onsets():
+    # scale 25 is the most frequent, but a suggestion of 30 is within 5 points of all four
+    scales = [25.0, 25.0, 30.0, 35.0]
+    vocabulary = Vocabulary.fit(np.array([[s, *CORNER[1:]] for s in scales]))
+    assert vocabulary.representatives[:, 0].tolist() == [30.0]
+    assert vocabulary.counts.tolist() == [4]
 
 
 def test_the_model_learns_which_placement_goes_with_the_layout_around_it():
