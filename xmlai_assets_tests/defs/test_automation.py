@@ -170,6 +170,7 @@ def test_the_schedule_retrains_everything_from_the_master_with_its_checks():
         "val_sequences",
         "test_sequences",
         "trained_model",
+        "placement_model",
     }
     # the blocking checks run as steps of the same run, so they can stop what follows them
     assert {

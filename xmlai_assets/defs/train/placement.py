@@ -5,6 +5,7 @@ import math
 
 import dagster as dg
 
+from xmlai_assets.defs.ingest.assets import TIMELINE_XML
 from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.frames import load_track_frames
@@ -38,8 +39,9 @@ def _next_step_of_champion(context, layout):
 
 
 @dg.asset(
-    # after training: the champion's next-step prediction is one of the baselines
-    deps=[*(f"{split}_data" for split in SPLITS), "trained_model"],
+    # after training: the champion's next-step prediction is one of the baselines; the
+    # watched folder too, as for trained_model, so that a changed file marks it stale
+    deps=[*(f"{split}_data" for split in SPLITS), "trained_model", TIMELINE_XML],
     group_name=GROUP,
     owners=OWNERS,
     code_version=f"placement-{PLACEMENT_VERSION}",
