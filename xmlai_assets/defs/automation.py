@@ -35,8 +35,8 @@ retrain_job = dg.define_asset_job(
     "retrain",
     selection=FROM_MASTER,
     description="The master CSV, preprocessing, a new model version and a new placement "
-    "version from every timeline ingested so far, with all their checks (the schedule's job; XMLAI_RETRAIN_PRESET sets "
-    "its model).",
+    "version from every timeline ingested so far, with all their checks (the schedule's job; "
+    "XMLAI_RETRAIN_PRESET sets its model).",
 )
 
 
@@ -175,7 +175,6 @@ retrain_schedule = dg.ScheduleDefinition(
     run_config_fn=lambda context: retrain_run_config(),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Rebuilds the master CSV, preprocessing, trained_model and placement_model from "
-    "everything "
-    "ingested so far (cron, timezone and preset from XMLAI_RETRAIN_CRON, "
+    "everything ingested so far (cron, timezone and preset from XMLAI_RETRAIN_CRON, "
     "XMLAI_RETRAIN_TIMEZONE, XMLAI_RETRAIN_PRESET).",
 )
