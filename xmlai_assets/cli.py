@@ -300,6 +300,26 @@ def print_model_report(layout: DataLayout) -> None:
         row = [metrics[name].get(key) if name in metrics else None for name in columns]
         print(f"  {key:24}" + "".join(f"{'-':>10}" if v is None else f"{v:10.4f}" for v in row))
     print(f"  all metrics: {store.location(names[-1] + '/metadata.json')}")
+    print_placement_report(layout)
+
+
+def print_placement_report(layout: DataLayout) -> None:
+    import json
+
+    from xmlai_assets.model.placement import PREDICTORS
+    from xmlai_assets.model.store import placement_store, versions
+
+    store = placement_store(layout.models)
+    names = versions(store)
+    if not names:
+        return
+    metadata = json.loads(store.read_bytes(f"{names[-1]}/metadata.json"))
+    card = metadata["scorecard"]
+    columns = [name for name in PREDICTORS if name in card]
+    print(f"placement model: {store.location(names[-1])} (xmlai-assets suggest)")
+    print(f"  {metadata['scored_on'] + ' onsets':24}" + "".join(f"{n[:9]:>10}" for n in columns))
+    for key in ("top1", "top3"):
+        print(f"  {key:24}" + "".join(f"{card[n][key]:10.3f}" for n in columns))
 
 
 def suggest_command(args) -> int:

@@ -90,3 +90,18 @@ def test_the_suggest_command(placed_layout, external_xml, tmp_path, monkeypatch,
     assert "no clip playing at 100 s on V9" in capsys.readouterr().err
     assert main(["suggest", *args[:5], "--version", "v0099"]) == 1
     assert "no such committed placement version" in capsys.readouterr().err
+
+
+def test_the_run_report_shows_the_placement_scorecard(placed_layout, capsys):
+    from xmlai_assets.cli import print_placement_report
+
+    layout, md, _ = placed_layout
+    print_placement_report(layout)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("placement model: ") and lines[0].split()[2].endswith("v0001")
+    # the predictors in the scorecard's order, each column its top-1 and top-3
+    rows = [r.data for r in md["scorecard"].records]
+    assert lines[1].split()[2:] == [r["predictor"][:9] for r in rows]
+    for line, key in zip(lines[2:4], ("top1", "top3"), strict=True):
+        shown = [float(v) for v in line.split()[1:]]
+        assert shown == pytest.approx([r[key] for r in rows], abs=1e-3)
