@@ -344,6 +344,8 @@ def suggest_command(args) -> int:
         )
     except (TimelineError, ModelStoreError) as exc:
         print(f"cannot suggest: {exc}", file=sys.stderr)
+        if "keyframed" in str(exc):
+            print("  (add --replace-keyframes to replace them)", file=sys.stderr)
         return 1
     print(
         f"V{ref.track} {ref.id} {ref.name!r} (frames {ref.start}-{ref.end}, "

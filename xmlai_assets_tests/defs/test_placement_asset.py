@@ -90,6 +90,13 @@ def test_the_suggest_command(placed_layout, external_xml, tmp_path, monkeypatch,
     assert "no clip playing at 100 s on V9" in capsys.readouterr().err
     assert main(["suggest", *args[:5], "--version", "v0099"]) == 1
     assert "no such committed placement version" in capsys.readouterr().err
+    # a keyframed clip (clipitem-307 on V4, frames 14865-15007 at 25 fps) is placed only
+    # when asked, and the command says how
+    keyed = [str(external_xml / PRG6), "--track", "4", "--at", "596", "--out", str(out)]
+    assert main(["suggest", *keyed]) == 1
+    assert "add --replace-keyframes" in capsys.readouterr().err
+    assert main(["suggest", *keyed, "--replace-keyframes"]) == 0
+    assert capsys.readouterr().out.startswith("V4 clipitem-307 'dune book.jpg'")
 
 
 def test_the_run_report_shows_the_placement_scorecard(placed_layout, capsys):
