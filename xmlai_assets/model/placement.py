@@ -102,6 +102,9 @@ def find_onsets(frames: TrackFrames) -> Onsets:
     )
 
 
+MAX_DISTINCT = 4000  # distinct placements the vocabulary is built from, the most frequent
+
+
 @dataclass
 class Vocabulary:
     """The placements a team uses: a representative and the count of each group."""
@@ -113,8 +116,15 @@ class Vocabulary:
     @classmethod
     def fit(cls, placements: np.ndarray, tolerance: Tolerance = Tolerance()) -> Vocabulary:
         distinct, counts = np.unique(np.round(placements, 6), axis=0, return_counts=True)
+        # the most frequent distinct placements only, so that memory and time stay bounded
+        # (placements are few and sharp; the rest get no group and count as unknown)
+        keep = np.sort(np.argsort(-counts, kind="stable")[:MAX_DISTINCT])
+        distinct, counts = distinct[keep], counts[keep]
         # covers[i, j]: a suggestion of placement i is a hit for placement j
-        covers = distance(distinct[:, None], distinct[None], tolerance) <= 1.0
+        covers = np.zeros((len(distinct), len(distinct)), dtype=bool)
+        for start in range(0, len(distinct), 256):
+            rows = distinct[start : start + 256, None]
+            covers[start : start + 256] = distance(rows, distinct[None], tolerance) <= 1.0
         left = counts.astype(np.float64)
         reps: list[np.ndarray] = []
         sizes: list[int] = []
@@ -136,11 +146,14 @@ class Vocabulary:
         """The group each placement belongs to (the nearest representative within the
         tolerance), or -1 for none."""
         placements = np.asarray(placements, dtype=np.float64)
-        if not len(self):
-            return np.full(placements.shape[:-1], -1, dtype=np.int64)
-        d = distance(placements[..., None, :], self.representatives, self.tolerance)
-        nearest = np.argmin(d, axis=-1)
-        return np.where(np.take_along_axis(d, nearest[..., None], -1)[..., 0] <= 1.0, nearest, -1)
+        flat = placements.reshape(-1, placements.shape[-1])
+        out = np.full(len(flat), -1, dtype=np.int64)
+        for start in range(0, len(flat) if len(self) else 0, 4096):  # bounded memory
+            d = distance(flat[start : start + 4096, None], self.representatives, self.tolerance)
+            nearest = np.argmin(d, axis=-1)
+            within = d[np.arange(len(d)), nearest] <= 1.0
+            out[start : start + 4096] = np.where(within, nearest, -1)
+        return out.reshape(placements.shape[:-1])
 
     def as_dict(self) -> dict:
         return {
@@ -189,13 +202,15 @@ class PlacementModel:
     @classmethod
     def fit(cls, onsets: Onsets, vocabulary: Vocabulary) -> PlacementModel:
         k = len(vocabulary)
-        group = vocabulary.assign(onsets.placement)  # every training placement has a group
+        group = vocabulary.assign(onsets.placement)
+        known = group >= 0  # all but the rarest placements, beyond the vocabulary's bound
+        track, asset, group = onsets.track[known], onsets.asset[known], group[known]
         by_track_asset = np.zeros((N_TRACKS, N_ASSETS, k))
-        np.add.at(by_track_asset, (onsets.track, onsets.asset.clip(0, N_ASSETS - 1), group), 1)
+        np.add.at(by_track_asset, (track, asset.clip(0, N_ASSETS - 1), group), 1)
         seen_with = np.zeros((k, N_TRACKS, k + 2))
-        symbols = context_symbols(onsets.layout, vocabulary)  # [N, 20]
+        symbols = context_symbols(onsets.layout[known], vocabulary)  # [N, 20]
         for j in range(N_TRACKS):
-            other = onsets.track != j  # the clip's own track is not its context
+            other = track != j  # the clip's own track is not its context
             np.add.at(seen_with, (group[other], j, symbols[other, j]), 1)
         return cls(vocabulary, by_track_asset, seen_with)
 
@@ -294,7 +309,8 @@ def score(ranked: Ranked, truth: np.ndarray, tolerance: Tolerance) -> dict[str, 
 def most_common(train: Onsets, vocabulary: Vocabulary):
     """Baseline: the track's most common placements, whatever else is on screen."""
     counts = np.zeros((N_TRACKS, len(vocabulary)))
-    np.add.at(counts, (train.track, vocabulary.assign(train.placement)), 1)
+    group = vocabulary.assign(train.placement)
+    np.add.at(counts, (train.track[group >= 0], group[group >= 0]), 1)
     log_p = np.log((counts + 1.0) / (counts.sum(-1, keepdims=True) + len(vocabulary)))
 
     def predict(onsets: Onsets, top: int) -> Ranked:

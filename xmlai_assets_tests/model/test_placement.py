@@ -134,3 +134,20 @@ def test_the_metrics_on_hand_made_suggestions():
     assert scores["valid"] == pytest.approx(2 / 3)
     assert valid_layout(np.array([[50.0, 0.0, 0.0, 60, 50, 0, 0]])).tolist() == [False]
     assert all(math.isnan(v) for v in score(ranked, truth[:0], Tolerance()).values())
+
+
+def test_placements_beyond_the_vocabularys_bound_count_for_no_group(monkeypatch):
+    import xmlai_assets.model.placement as placement
+
+    monkeypatch.setattr(placement, "MAX_DISTINCT", 2)
+    full = {0: (1, FULL)}
+    videos = [[full, {**full, 3: (2, CORNER)}]] * 3 + [[full, {**full, 3: (2, OTHER_CORNER)}]]
+    train = find_onsets(frames_of(videos))  # FULL 4 times, CORNER 3 times, OTHER_CORNER once
+    vocabulary = Vocabulary.fit(train.placement)
+    assert len(vocabulary) == 2
+    assert vocabulary.assign(np.array([OTHER_CORNER])).tolist() == [-1]
+    model = PlacementModel.fit(train, vocabulary)
+    # the rare placement is counted in no group (not in the last one by a negative index)
+    assert model.by_track_asset.sum() == len(train) - 1
+    common = most_common(train, vocabulary)(train, 2)
+    assert np.isfinite(common.true_log_prob).all()
