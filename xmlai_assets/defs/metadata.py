@@ -2,6 +2,7 @@
 
 import csv
 import itertools
+import math
 
 import dagster as dg
 
@@ -52,6 +53,12 @@ def table(records: list[dict], types: dict[str, str]) -> dg.MetadataValue:
 def rounded(value: float, digits: int = 4) -> float:
     """A number as the UI should show it: a few significant decimals, not seventeen."""
     return float(f"{value:.{digits}g}") if value else 0.0
+
+
+def table_number(value: float | None) -> float | None:
+    """A number in a UI table: `rounded`, and empty where there is none (nothing scored, or
+    no probabilities to score)."""
+    return None if value is None or not math.isfinite(value) else rounded(value)
 
 
 def observation_tags(version: str) -> dict[str, str]:

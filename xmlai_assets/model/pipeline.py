@@ -223,6 +223,9 @@ def fit_model(
         "scalers": hashlib.sha256(scalers_json).hexdigest()
     }
     data_key = hashlib.sha256(json.dumps(data_versions, sort_keys=True).encode()).hexdigest()
+    # what the baselines know of the training split: the model starts from it, and the
+    # scorecard's baselines are it
+    priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
     result = train(
         train_data,
         val_data,
@@ -230,13 +233,13 @@ def fit_model(
         checkpoint=layout.train_checkpoint,
         data_version=data_key,
         log=log,
+        priors=priors,
     )
 
     if distributed_rank()[0] != 0:
         return None  # one rank of a distributed run: the first evaluates and writes the version
     scalers = json.loads(scalers_json)["params"]
     value_scale = {param: stats["scale"] for param, stats in scalers.items()}
-    priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
 
     def scorecard(data: MultiTrackDataset) -> tuple[dict, str | None, str]:
         """The model, the baselines and the current champion on `data`'s windows."""

@@ -245,8 +245,7 @@ class PlacementModel:
         for i, weight in enumerate(weights):
             self.context_weight = np.full(N_TRACKS, float(weight))
             log_p = self.log_probs(onsets.track, onsets.asset, onsets.layout)
-            picked = np.take_along_axis(log_p, np.maximum(truth, 0)[:, None], -1)[:, 0]
-            each[i] = np.where(truth >= 0, picked, UNKNOWN_LOG_PROB)
+            each[i] = log_prob_of(log_p, truth)
         overall = each.mean(1)
         chosen = np.full(N_TRACKS, float(weights[int(np.argmax(overall))]))
         for t in np.unique(onsets.track):
@@ -286,9 +285,16 @@ class Ranked:
 def rank_groups(log_probs: np.ndarray, vocabulary: Vocabulary, truth: np.ndarray, top: int):
     """`Ranked` from per-group log-probabilities [N, K]."""
     order = np.argsort(-log_probs, axis=-1, kind="stable")[:, :top]
-    group = vocabulary.assign(truth)
+    return Ranked(
+        vocabulary.representatives[order], log_prob_of(log_probs, vocabulary.assign(truth))
+    )
+
+
+def log_prob_of(log_probs: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """[N] the log-probability each row of `log_probs` [N, K] gives `group` [N]; a placement
+    in no group (-1) gets `UNKNOWN_LOG_PROB`."""
     picked = np.take_along_axis(log_probs, np.maximum(group, 0)[:, None], -1)[:, 0]
-    return Ranked(vocabulary.representatives[order], np.where(group >= 0, picked, UNKNOWN_LOG_PROB))
+    return np.where(group >= 0, picked, UNKNOWN_LOG_PROB)
 
 
 def score(ranked: Ranked, truth: np.ndarray, tolerance: Tolerance) -> dict[str, float]:

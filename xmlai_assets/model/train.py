@@ -181,6 +181,7 @@ def train(
     log: Callable[[str], None] = print,
     after_epoch: Callable[[EpochRecord], None] | None = None,
     deferred_guard: bool | None = None,
+    priors: Priors | None = None,
 ) -> TrainResult:
     """Train a MultiTrackTransformer on next-step prediction and return the best epoch's model.
 
@@ -195,6 +196,9 @@ def train(
     training state is written to `checkpoint` atomically. When that file holds the state of a
     run with the same settings and `data_version`, training picks up after its epoch; on CPU
     the result equals an uninterrupted run.
+
+    A model with the prior starts from `priors` (the training split's baselines; counted here
+    when not given).
     """
     started = time.perf_counter()
     if len(train_data) == 0 or len(val_data) == 0:
@@ -214,7 +218,7 @@ def train(
         saved = None
 
     with torch.random.fork_rng(devices=[]):
-        run = _Run(config, device, train_data, val_data, deferred, log)
+        run = _Run(config, device, train_data, val_data, deferred, log, priors)
         if saved is not None:
             try:
                 run.resume(saved)
@@ -224,7 +228,7 @@ def train(
                 )
             except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
                 set_aside(checkpoint_path, exc, log)
-                run = _Run(config, device, train_data, val_data, deferred, log)
+                run = _Run(config, device, train_data, val_data, deferred, log, priors)
         state = run.state
         resumed_from = state.epoch
         stopped_early = state.bad_epochs >= config.patience and resumed_from > 0
@@ -285,6 +289,7 @@ class _Run:
         val_data: MultiTrackDataset,
         deferred: bool,
         log: Callable[[str], None],
+        priors: Priors | None = None,
     ):
         self.config, self.device, self.log = config, device, log
         # a distributed run (torchrun): each rank takes its share of every batch
@@ -293,7 +298,8 @@ class _Run:
         torch.manual_seed(config.seed)
         self.model = MultiTrackTransformer(config.architecture())
         if self.model.prior:
-            priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
+            if priors is None:
+                priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
             self.model.set_prior(
                 priors.hazard,
                 priors.track_asset_stay,

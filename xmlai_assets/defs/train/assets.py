@@ -5,14 +5,13 @@ torch is imported by the training step only: every other step of a run loads thi
 without it.
 """
 
-import math
 import os
 
 import dagster as dg
 
 from xmlai_assets.defs.executors import GPU_RESOURCE, gpu_pod, training_op_tags
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
-from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
+from xmlai_assets.defs.metadata import OWNERS, rounded, table, table_number, verified_sha256
 from xmlai_assets.defs.resources import MODEL_POOL, REMOTE_TRAIN, DataPaths, TrainingHost
 from xmlai_assets.features.split import SPLITS
 from xmlai_assets.model.config import BASELINES, MODEL_VERSION, SCORECARD, TrainConfig
@@ -30,14 +29,9 @@ CHAMPION = dg.AssetKey("champion_model")
 
 
 def _evaluation_table(metrics: dict[str, dict[str, float]]) -> dg.MetadataValue:
-    def cell(value: float | None) -> float | None:
-        if value is None or not math.isfinite(value):
-            return None  # nothing scored (or no champion to score): empty
-        return float(f"{value:.4g}")
-
     names = [name for name in SCORECARD if name in metrics]
     records = [
-        {"metric": key, **{name: cell(metrics[name].get(key)) for name in names}}
+        {"metric": key, **{name: table_number(metrics[name].get(key)) for name in names}}
         for key in metrics["model"]
     ]
     return table(records, {"metric": "string"} | dict.fromkeys(names, "float"))

@@ -1,23 +1,15 @@
 """The placement model: where a new clip should go, learned from the clip onsets of the
 training split (`model/placement.py`), scored on held-out timelines beside its baselines."""
 
-import math
-
 import dagster as dg
 
 from xmlai_assets.defs.ingest.assets import TIMELINE_XML
-from xmlai_assets.defs.metadata import OWNERS, rounded, table, verified_sha256
+from xmlai_assets.defs.metadata import OWNERS, table, table_number, verified_sha256
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.frames import load_track_frames
 from xmlai_assets.paths import SPLITS, split_csv
 
 GROUP = "train"
-
-
-def _cell(value: float) -> float | None:
-    """A number for the UI's table; empty where there is none (the nearest neighbour gives
-    no probabilities)."""
-    return rounded(value) if math.isfinite(value) else None
 
 
 PLACEMENT_VERSION = "1"  # bump when the vocabulary, the model or its scoring changes
@@ -93,7 +85,7 @@ def placement_model(context: dg.AssetExecutionContext, paths: DataPaths):
     )
     scorecard = table(
         [
-            {"predictor": name, **{k: _cell(v) for k, v in fit.scorecard[name].items()}}
+            {"predictor": name, **{k: table_number(v) for k, v in fit.scorecard[name].items()}}
             for name in PREDICTORS
             if name in fit.scorecard
         ],
