@@ -13,10 +13,14 @@ Pure numpy, no torch.
   often as one suggestion can be. Placements are few and sharp (a face cam in one of the
   corners at a few sizes), so a handful of groups cover a track.
 - The *model* scores a group for a clip on track `t` of asset class `a` as
-  `P(group | t, a) * prod_j P(what track j shows | group)`: the first counted on the
-  training onsets, backed off to `P(group | t)` and `P(group)` where `(t, a)` is rare; the
-  second over the other tracks `j`, each showing one of the groups, another placement or
-  nothing (naive Bayes, add-one smoothed). A suggestion is a group's representative.
+  `P(group | t, a) * prod_j P(what track j shows | group) ** w[t, j]`: the first counted on
+  the training onsets, backed off to `P(group | t)` and `P(group)` where `(t, a)` is rare;
+  the second over the other tracks `j`, each showing one of the groups, another placement or
+  nothing (naive Bayes, add-one smoothed). The weights `w` say how much track `j` counts for
+  a clip on `t`; they are chosen on the validation onsets.
+- A suggestion is a group's representative, *refined* where the group's values follow
+  another track's (`Follow`: a side-by-side partner's crop copies its partner's), and each
+  suggestion is more than the tolerance away from those before it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xmlai_assets.features.frames import TrackFrames
-from xmlai_assets.timeline.schema import ACTIVE, ASSET, CONTINUOUS_PARAMS, N_TRACKS, VALUES
+from xmlai_assets.timeline.schema import (
+    ACTIVE,
+    ASSET,
+    CONTINUOUS_PARAMS,
+    N_TRACKS,
+    TRACK_PARAMS,
+    VALUES,
+)
 
 PLACEMENT_PARAMS = CONTINUOUS_PARAMS  # scale, x, y, crop_l, crop_r, crop_t, crop_b
+VALUE_INDEX = np.arange(len(TRACK_PARAMS))[VALUES]  # each placement parameter's index in a track
 
 
 @dataclass(frozen=True)
@@ -181,7 +193,94 @@ def context_symbols(layout: np.ndarray, vocabulary: Vocabulary) -> np.ndarray:
     return np.where(layout[..., ACTIVE] > 0.5, np.where(groups >= 0, groups, k), k + 1)
 
 
+@dataclass(frozen=True)
+class Follow:
+    """A refinement of a group's values: for clips of `group` on `track`, parameter `param`
+    (an index of `PLACEMENT_PARAMS`) is `sign * (the same parameter of track other) + offset`
+    whenever `other` is on screen. A side-by-side partner's crop copies its partner's and its
+    centre mirrors it; a group's representative alone can only be near them."""
+
+    track: int
+    group: int
+    param: int
+    other: int
+    sign: float
+    offset: float
+
+
+FOLLOW_MIN = 5  # training onsets of a (track, group) showing the followed track, for a rule
+FOLLOW_GAIN = 0.5  # a rule's training error at most this share of the representative's
+
+
+def fit_follows(onsets: Onsets, vocabulary: Vocabulary, held: Onsets | None = None) -> list[Follow]:
+    """The refinements of `onsets` (the training split's): for each (track, group) with
+    enough onsets and each parameter, the other track whose same parameter, copied or
+    mirrored and offset by the median difference, is closest to the onsets' values, where it
+    at least halves the mean absolute error of the representative and of the best constant
+    (a track whose value never changes tells nothing). A rule is kept only where it
+    is no worse than the representative on the `held` onsets (the validation split's) of
+    that track and group; where they have none, on the training evidence alone."""
+    group = vocabulary.assign(onsets.placement)
+    cells = np.unique(np.stack([onsets.track, group], 1)[group >= 0], axis=0)
+    held_group = vocabulary.assign(held.placement) if held is not None else None
+    follows: list[Follow] = []
+    for t, g in cells.tolist():
+        members = np.flatnonzero((onsets.track == t) & (group == g))
+        if len(members) < FOLLOW_MIN:
+            continue
+        on = onsets.layout[members, :, ACTIVE] > 0.5  # [n, 20]
+        on[:, t] = False  # a clip does not follow its own track
+        support = on.sum(0) >= FOLLOW_MIN
+        if not support.any():
+            continue
+        for p in range(len(PLACEMENT_PARAMS)):
+            rule = _best_follow(onsets, members, on, support, t, g, p, vocabulary)
+            if rule is not None and _holds(rule, held, held_group, vocabulary):
+                follows.append(rule)
+    return follows
+
+
+def _best_follow(onsets, members, on, support, t, g, p, vocabulary) -> Follow | None:
+    value = onsets.placement[members, p]
+    on = on[:, support]
+    others = onsets.layout[members][:, support, VALUE_INDEX[p]]  # [n, tracks followed]
+    # the error of the best constant (the members' median), so that a track whose value
+    # never changes is not mistaken for one the clip follows
+    alone = np.where(on, value[:, None], np.nan)
+    constant = np.nanmean(np.abs(alone - np.nanmedian(alone, axis=0)), axis=0)
+    represented = np.nanmean(np.abs(alone - vocabulary.representatives[g, p]), axis=0)
+    base_error = np.minimum(constant, represented)
+    best: tuple[float, Follow] | None = None
+    for sign in (1.0, -1.0):
+        diff = np.where(on, value[:, None] - sign * others, np.nan)
+        offset = np.nanmedian(diff, axis=0)
+        error = np.nanmean(np.abs(diff - offset), axis=0)
+        for k, j in enumerate(np.flatnonzero(support).tolist()):
+            helps = base_error[k] > 0 and error[k] <= FOLLOW_GAIN * base_error[k]
+            if helps and (best is None or error[k] < best[0]):
+                best = (float(error[k]), Follow(t, g, p, j, sign, round(float(offset[k]), 6)))
+    return best[1] if best is not None else None
+
+
+def _holds(rule: Follow, held: Onsets | None, held_group, vocabulary: Vocabulary) -> bool:
+    if held is None:
+        return True
+    mine = (held.track == rule.track) & (held_group == rule.group)
+    mine &= held.layout[:, rule.other, ACTIVE] > 0.5
+    if not mine.any():
+        return True
+    value = held.placement[mine, rule.param]
+    followed = rule.sign * held.layout[mine, rule.other, VALUE_INDEX[rule.param]] + rule.offset
+    represented = vocabulary.representatives[rule.group, rule.param]
+    return bool(np.mean(np.abs(value - followed)) <= np.mean(np.abs(value - represented)))
+
+
 N_ASSETS = 10
+# a weight of its own for one other track must raise the validation onsets' log-likelihood
+# by this many nats in all (Akaike's price of a parameter), so that a few onsets cannot
+# tune the weights to their noise
+PER_WEIGHT = 1.0
+SPARE = 4  # groups ranked per suggestion asked for, so that duplicates can be skipped
 BACKOFF = 2.0  # a (track, asset) cell's counts weigh against its track's as this many onsets
 CONTEXT_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 UNKNOWN_LOG_PROB = math.log(1e-6)  # a placement in no group: as unlikely as a model says
@@ -195,9 +294,10 @@ class PlacementModel:
     vocabulary: Vocabulary
     by_track_asset: np.ndarray  # [20, 10, K]
     seen_with: np.ndarray  # [K, 20, K + 2]: group, other track, what it shows
-    # per track, how much the other tracks count for a clip on it (0: not at all; 1: naive
-    # Bayes as is), chosen on the validation onsets by `tune`
-    context_weight: np.ndarray = field(default_factory=lambda: np.ones(N_TRACKS))
+    # how much each other track counts for a clip on a track: [clip's track, other track]
+    # (0: not at all; 1: naive Bayes as is), chosen on the validation onsets by `tune`
+    context_weight: np.ndarray = field(default_factory=lambda: np.ones((N_TRACKS, N_TRACKS)))
+    follows: list[Follow] = field(default_factory=list)  # the refinements, `fit_follows`
 
     @classmethod
     def fit(cls, onsets: Onsets, vocabulary: Vocabulary) -> PlacementModel:
@@ -214,44 +314,122 @@ class PlacementModel:
             np.add.at(seen_with, (group[other], j, symbols[other, j]), 1)
         return cls(vocabulary, by_track_asset, seen_with)
 
-    def log_probs(self, track: np.ndarray, asset: np.ndarray, layout: np.ndarray) -> np.ndarray:
-        """[N, K] log-probabilities of each group for clips on `track` [N] of class `asset`
-        [N] among the other tracks of `layout` [N, 20, 9] (the clip's own track is ignored)."""
+    def log_prior(self, track: np.ndarray, asset: np.ndarray) -> np.ndarray:
+        """[N, K] log P(group | track, asset class), backed off to the track and to all."""
         k = len(self.vocabulary)
         everything = self.by_track_asset.sum((0, 1))
         overall = (everything + 1.0) / (everything.sum() + k)
         per_track = self.by_track_asset.sum(1)  # [20, K]
         p_track = (per_track + BACKOFF * overall) / (per_track.sum(-1, keepdims=True) + BACKOFF)
         cell = self.by_track_asset[track, asset.clip(0, N_ASSETS - 1)]  # [N, K]
-        prior = (cell + BACKOFF * p_track[track]) / (cell.sum(-1, keepdims=True) + BACKOFF)
-        score = np.log(prior)
+        return np.log((cell + BACKOFF * p_track[track]) / (cell.sum(-1, keepdims=True) + BACKOFF))
+
+    def context_terms(self, track: np.ndarray, layout: np.ndarray):
+        """For each other track j, [N, K] log P(what j shows in `layout` | group): zero where
+        j is the clip's own track or a track never on screen in the training onsets."""
+        k = len(self.vocabulary)
         symbols = context_symbols(layout, self.vocabulary)  # [N, 20]
         likely = np.log(
             (self.seen_with + 1.0) / (self.seen_with.sum(-1, keepdims=True) + k + 2)
         )  # [K, 20, K + 2]
+        shown = self.seen_with[:, :, : k + 1].sum((0, 2)) > 0  # [20]
         for j in range(N_TRACKS):
-            term = likely[:, j, symbols[:, j]].T  # [N, K]
-            # the tracks on screen beside the clip speak; an empty track says little
-            speaks = (track != j) & (symbols[:, j] <= k)
-            score += self.context_weight[track, None] * np.where(speaks[:, None], term, 0.0)
+            speaks = (track != j) & shown[j]
+            yield j, np.where(speaks[:, None], likely[:, j, symbols[:, j]].T, 0.0)
+
+    def log_probs(self, track: np.ndarray, asset: np.ndarray, layout: np.ndarray) -> np.ndarray:
+        """[N, K] log-probabilities of each group for clips on `track` [N] of class `asset`
+        [N] among the other tracks of `layout` [N, 20, 9] (the clip's own track is ignored;
+        an empty track counts as much as one on screen: that a partner is missing tells)."""
+        score = self.log_prior(track, asset)
+        for j, term in self.context_terms(track, layout):
+            score += self.context_weight[track, j][:, None] * term
         return score - np.logaddexp.reduce(score, axis=-1, keepdims=True)
 
-    def tune(self, onsets: Onsets, weights=CONTEXT_WEIGHTS) -> dict[float, float]:
-        """Set each track's `context_weight` to the one of `weights` under which its onsets
-        of `onsets` (the validation split's) are most likely; a track without any takes the
-        weight best over all of them. Returns each weight's mean log-likelihood over all."""
+    def tune(self, onsets: Onsets, weights=CONTEXT_WEIGHTS, rounds: int = 2) -> dict:
+        """Set `context_weight` from `weights` so that the onsets of `onsets` (the validation
+        split's) are most likely: for each track with onsets, first the one weight best for
+        all other tracks, then each other track's own in turn (`rounds` passes); a track
+        without onsets takes the weight best over all of them. Returns each shared weight's
+        mean log-likelihood over all the onsets."""
         truth = self.vocabulary.assign(onsets.placement)
-        each = np.zeros((len(weights), len(onsets)))
-        for i, weight in enumerate(weights):
-            self.context_weight = np.full(N_TRACKS, float(weight))
-            log_p = self.log_probs(onsets.track, onsets.asset, onsets.layout)
-            each[i] = log_prob_of(log_p, truth)
+
+        def likelihood(score: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            log_p = score - np.logaddexp.reduce(score, axis=-1, keepdims=True)
+            return log_prob_of(log_p, truth[rows])
+
+        prior = self.log_prior(onsets.track, onsets.asset)
+        context = np.zeros_like(prior)  # every other track at weight 1
+        for _, term in self.context_terms(onsets.track, onsets.layout):
+            context += term
+        everyone = np.arange(len(onsets))
+        each = np.array([likelihood(prior + w * context, everyone) for w in weights])
         overall = each.mean(1)
-        chosen = np.full(N_TRACKS, float(weights[int(np.argmax(overall))]))
-        for t in np.unique(onsets.track):
-            chosen[t] = weights[int(np.argmax(each[:, onsets.track == t].mean(1)))]
+        chosen = np.full((N_TRACKS, N_TRACKS), float(weights[int(np.argmax(overall))]))
+        for t in np.unique(onsets.track).tolist():
+            rows = np.flatnonzero(onsets.track == t)
+            shared = float(weights[int(np.argmax(each[:, rows].mean(1)))])
+            w = np.full(N_TRACKS, shared)
+            score = prior[rows] + shared * context[rows]
+            terms = {  # the other tracks that say something of these onsets
+                j: term
+                for j, term in self.context_terms(onsets.track[rows], onsets.layout[rows])
+                if term.any()
+            }
+            best = likelihood(score, rows).mean()
+            for _ in range(rounds):
+                for j, term in terms.items():
+                    without = score - w[j] * term
+                    for value in weights:
+                        trial = likelihood(without + value * term, rows).mean()
+                        if trial > best + PER_WEIGHT / len(rows):
+                            best, w[j] = trial, float(value)
+                    score = without + w[j] * term
+            chosen[t] = w
         self.context_weight = chosen
         return {float(w): float(m) for w, m in zip(weights, overall, strict=True)}
+
+    def placements(self, groups: np.ndarray, track: np.ndarray, layout: np.ndarray) -> np.ndarray:
+        """[N, top, 7] the placements suggested for groups [N, top] of clips on `track` [N]
+        among `layout` [N, 20, 9]: each group's representative, refined where a rule of
+        `follows` applies (a refined placement that is not a valid layout is not used)."""
+        represented = self.vocabulary.representatives[groups]
+        out = represented.copy()
+        for rule in self.follows:
+            shown = layout[:, rule.other, ACTIVE] > 0.5
+            applies = (groups == rule.group) & ((track == rule.track) & shown)[:, None]
+            value = rule.sign * layout[:, rule.other, VALUE_INDEX[rule.param]] + rule.offset
+            out[..., rule.param] = np.where(applies, value[:, None], out[..., rule.param])
+        return np.where(valid_layout(out)[..., None], out, represented)
+
+    def suggestions(
+        self, log_probs: np.ndarray, track: np.ndarray, layout: np.ndarray, top: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `top` suggestions for each clip, from its groups' log-probabilities [N, K]:
+        the likeliest groups' placements (refined), skipping one within the tolerance of a
+        suggestion before it (a refinement can bring two groups to one placement). Returns
+        groups [N, top], placements [N, top, 7] and how many are distinct [N]; where fewer
+        than `top` are, the last is repeated."""
+        tolerance = self.vocabulary.tolerance
+        order = np.argsort(-log_probs, axis=-1, kind="stable")[:, : SPARE * top]
+        placed = self.placements(order, track, layout)  # [N, C, 7]
+        rows = np.arange(len(order))
+        groups = np.repeat(order[:, :1], top, 1)
+        chosen = np.repeat(placed[:, :1], top, 1)
+        count = np.zeros(len(order), dtype=np.int64)
+        for c in range(order.shape[1]):
+            seen = distance(chosen, placed[:, c, None], tolerance) <= 1.0  # [N, top]
+            take = ~(seen & (np.arange(top) < count[:, None])).any(-1) & (count < top)
+            groups[take, count[take]] = order[take, c]
+            chosen[take, count[take]] = placed[take, c]
+            count += take
+            if (count == top).all():
+                break
+        last = np.maximum(count - 1, 0)
+        after = np.arange(top) >= count[:, None]  # repeat the last distinct one
+        groups = np.where(after, groups[rows, last][:, None], groups)
+        chosen = np.where(after[..., None], chosen[rows, last][:, None], chosen)
+        return groups, chosen, count
 
     def to_json(self) -> bytes:
         body = {
@@ -259,6 +437,7 @@ class PlacementModel:
             "by_track_asset": self.by_track_asset.tolist(),
             "seen_with": self.seen_with.tolist(),
             "context_weight": self.context_weight.tolist(),
+            "follows": [vars(rule) for rule in self.follows],
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -269,8 +448,17 @@ class PlacementModel:
             Vocabulary.from_dict(body["vocabulary"]),
             np.array(body["by_track_asset"], dtype=np.float64),
             np.array(body["seen_with"], dtype=np.float64),
-            np.array(body["context_weight"], dtype=np.float64),
+            _pairwise(np.array(body["context_weight"], dtype=np.float64)),
+            [Follow(**rule) for rule in body.get("follows", [])],
         )
+
+
+def _pairwise(weight: np.ndarray) -> np.ndarray:
+    """A context weight per (clip track, other track); a model written with one weight per
+    clip track gives it to every other track."""
+    if weight.ndim == 1:
+        return np.repeat(weight[:, None], N_TRACKS, 1)
+    return weight
 
 
 @dataclass
@@ -283,7 +471,8 @@ class Ranked:
 
 
 def rank_groups(log_probs: np.ndarray, vocabulary: Vocabulary, truth: np.ndarray, top: int):
-    """`Ranked` from per-group log-probabilities [N, K]."""
+    """`Ranked` from per-group log-probabilities [N, K]: the likeliest groups'
+    representatives."""
     order = np.argsort(-log_probs, axis=-1, kind="stable")[:, :top]
     return Ranked(
         vocabulary.representatives[order], log_prob_of(log_probs, vocabulary.assign(truth))
@@ -299,17 +488,24 @@ def log_prob_of(log_probs: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 def score(ranked: Ranked, truth: np.ndarray, tolerance: Tolerance) -> dict[str, float]:
     """Top-1 and top-3 hit rates (a candidate within the tolerance of the true placement), the
-    mean log-likelihood of the true placement and the share of top-1 suggestions that are
-    valid layouts."""
+    mean log-likelihood of the true placement, the share of top-1 suggestions that are
+    valid layouts, and how close a right first suggestion is: its mean `distance` from the
+    true placement (0 is the editor's placement exactly, 1 the tolerance's edge)."""
     if not len(truth):
-        return dict.fromkeys(("top1", "top3", "log_likelihood", "valid"), math.nan)
-    hit = distance(ranked.candidates, truth[:, None, :], tolerance) <= 1.0  # [N, top]
+        return dict.fromkeys(METRICS, math.nan)
+    apart = distance(ranked.candidates, truth[:, None, :], tolerance)  # [N, top]
+    hit = apart <= 1.0
+    right = hit[:, 0]
     return {
-        "top1": float(hit[:, :1].any(-1).mean()),
+        "top1": float(right.mean()),
         "top3": float(hit[:, :3].any(-1).mean()),
         "log_likelihood": float(np.mean(ranked.true_log_prob)),
         "valid": float(valid_layout(ranked.candidates[:, 0]).mean()),
+        "hit_distance": float(apart[right, 0].mean()) if right.any() else math.nan,
     }
+
+
+METRICS = ("top1", "top3", "log_likelihood", "valid", "hit_distance")
 
 
 def most_common(train: Onsets, vocabulary: Vocabulary):
@@ -374,10 +570,16 @@ def next_step(values_at: Callable[[Onsets], np.ndarray]):
     return predict
 
 
-def model_predictor(model: PlacementModel):
+def model_predictor(model: PlacementModel, refined: bool = True):
+    """The model's suggestions: its most likely groups, refined (or, with `refined=False`,
+    the groups' representatives)."""
+
     def predict(onsets: Onsets, top: int) -> Ranked:
         log_p = model.log_probs(onsets.track, onsets.asset, onsets.layout)
-        return rank_groups(log_p, model.vocabulary, onsets.placement, top)
+        if not refined:
+            return rank_groups(log_p, model.vocabulary, onsets.placement, top)
+        _, placed, _ = model.suggestions(log_p, onsets.track, onsets.layout, top)
+        return Ranked(placed, log_prob_of(log_p, model.vocabulary.assign(onsets.placement)))
 
     return predict
 
@@ -391,10 +593,14 @@ class PlacementFit:
     """A fitted placement model and its scorecard beside the baselines on held-out onsets."""
 
     model: PlacementModel
-    scorecard: dict[str, dict[str, float]]  # predictor -> top1, top3, log_likelihood, valid
+    scorecard: dict[str, dict[str, float]]  # predictor -> `METRICS`
     scored_on: str  # "test", or "val" where the test split has no onsets
     onsets: dict[str, int]  # split -> onsets
     context_weights: dict[float, float]  # weight -> mean validation log-likelihood
+    # per track of the held-out onsets ("V1"...): its onsets and each predictor's top-3
+    by_track: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the model's scores with the groups' representatives as they are, without `follows`
+    unrefined: dict[str, float] = field(default_factory=dict)
 
     def beats_baselines(self) -> bool:
         """The model's top-3 hit rate above every baseline's, and its log-likelihood above
@@ -420,7 +626,9 @@ def fit_placements(
         raise ValueError("no clip comes on in the training split: nothing to learn from")
     vocabulary = Vocabulary.fit(train.placement)
     model = PlacementModel.fit(train, vocabulary)
-    weights = model.tune(onsets["val"]) if len(onsets["val"]) else {}
+    val = onsets["val"] if len(onsets["val"]) else None
+    weights = model.tune(val) if val is not None else {}
+    model.follows = fit_follows(train, vocabulary, val)
     scored_on = "test" if len(onsets["test"]) else "val"
     held = onsets[scored_on]
     predictors = {
@@ -431,12 +639,27 @@ def fit_placements(
     if next_step_values is not None:
         frames = splits[scored_on]
         predictors["next_step"] = next_step(lambda o: next_step_values(frames, o))
-    scorecard = {
-        name: score(predict(held, TOP), held.placement, vocabulary.tolerance)
-        for name, predict in predictors.items()
-    }
+    ranked = {name: predict(held, TOP) for name, predict in predictors.items()}
+    tolerance = vocabulary.tolerance
+    scorecard = {name: score(r, held.placement, tolerance) for name, r in ranked.items()}
+    by_track = {}
+    for t in np.unique(held.track).tolist():
+        mine = held.track == t
+        by_track[f"V{t + 1}"] = {"onsets": int(mine.sum())} | {
+            name: score(
+                Ranked(r.candidates[mine], r.true_log_prob[mine]), held.placement[mine], tolerance
+            )["top3"]
+            for name, r in ranked.items()
+        }
+    unrefined = score(model_predictor(model, refined=False)(held, TOP), held.placement, tolerance)
     return PlacementFit(
-        model, scorecard, scored_on, {s: len(o) for s, o in onsets.items()}, weights
+        model,
+        scorecard,
+        scored_on,
+        {s: len(o) for s, o in onsets.items()},
+        weights,
+        by_track,
+        unrefined,
     )
 
 
@@ -457,5 +680,6 @@ def suggest_for(
     log_p = model.log_probs(
         np.array([track]), np.array([asset]), frames_values[row][None].astype(np.float64)
     )[0]
-    order = np.argsort(-log_p, kind="stable")[:top]
-    return [Suggestion(model.vocabulary.representatives[k], float(np.exp(log_p[k]))) for k in order]
+    layout = frames_values[row][None].astype(np.float64)
+    groups, placed, count = model.suggestions(log_p[None], np.array([track]), layout, top)
+    return [Suggestion(placed[0, i], float(np.exp(log_p[groups[0, i]]))) for i in range(count[0])]

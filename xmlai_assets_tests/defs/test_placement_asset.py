@@ -40,11 +40,27 @@ def test_the_placement_model_is_a_version_with_its_scorecard(placed_layout):
     rows = {r.data["predictor"]: r.data for r in md["scorecard"].records}
     # the champion's next-step prediction is a baseline when there is a champion
     expected = {"model", "most_common", "nearest_neighbour"}
-    assert set(rows) == (expected | {"next_step"} if champion(layout.models) else expected)
+    expected |= {"next_step"} if champion(layout.models) else set()
+    # and the model without its refinements, to show what they do
+    assert set(rows) == expected | {"model_unrefined"}
+    assert rows["model_unrefined"]["top3"] == pytest.approx(metadata["unrefined"]["top3"], rel=1e-3)
+    assert (
+        metadata["refinements"]
+        == md["refinements"]
+        == len(json.loads(store.read_bytes("v0001/placement.json"))["follows"])
+    )
+    # each track's top-3 per predictor, as in the version's metadata
+    tracks = {r.data["track"]: r.data for r in md["top3_by_track"].records}
+    assert tracks and set(tracks) == set(metadata["by_track"])
+    assert sum(r["onsets"] for r in tracks.values()) == metadata["onsets"]["test"]
+    for track, row in tracks.items():
+        for name in expected:
+            assert row[name] == pytest.approx(metadata["by_track"][track][name], abs=1e-3)
     assert md["scored_on"] == metadata["scored_on"] == "test"
     assert md["train_onsets"] > 0 and md["placements"] > 0
     for name, row in rows.items():
-        assert row["top3"] == pytest.approx(metadata["scorecard"][name]["top3"], rel=1e-3)
+        card = metadata["unrefined"] if name == "model_unrefined" else metadata["scorecard"][name]
+        assert row["top3"] == pytest.approx(card["top3"], rel=1e-3)
         assert 0.0 <= row["top1"] <= row["top3"] <= 1.0
     # the check says what the scorecard says, pass or not
     beats = all(
@@ -107,7 +123,7 @@ def test_the_run_report_shows_the_placement_scorecard(placed_layout, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("placement model: ") and lines[0].split()[2].endswith("v0001")
     # the predictors in the scorecard's order, each column its top-1 and top-3
-    rows = [r.data for r in md["scorecard"].records]
+    rows = [r.data for r in md["scorecard"].records if r.data["predictor"] != "model_unrefined"]
     assert lines[1].split()[2:] == [r["predictor"][:9] for r in rows]
     for line, key in zip(lines[2:4], ("top1", "top3"), strict=True):
         shown = [float(v) for v in line.split()[1:]]

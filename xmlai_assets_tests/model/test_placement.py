@@ -7,15 +7,18 @@ import pytest
 
 from xmlai_assets.features.frames import TrackFrames
 from xmlai_assets.model.placement import (
+    Follow,
     PlacementModel,
     Ranked,
     Tolerance,
     Vocabulary,
     find_onsets,
+    fit_follows,
     model_predictor,
     most_common,
     nearest_neighbour,
     score,
+    suggest_for,
     valid_layout,
 )
 
@@ -94,7 +97,7 @@ def test_the_model_learns_which_placement_goes_with_the_layout_around_it():
     vocabulary = Vocabulary.fit(train.placement)
     model = PlacementModel.fit(train, vocabulary)
     model.tune(train)
-    assert model.context_weight[3] > 0  # the context is what tells them apart
+    assert model.context_weight[3, :2].max() > 0  # V1 or V2 is what tells them apart
     held_out = find_onsets(
         frames_of([[full, {**full, 3: (2, CORNER)}], [side, {**side, 3: (2, OTHER_CORNER)}]])
     )
@@ -151,3 +154,75 @@ def test_placements_beyond_the_vocabularys_bound_count_for_no_group(monkeypatch)
     assert model.by_track_asset.sum() == len(train) - 1
     common = most_common(train, vocabulary)(train, 2)
     assert np.isfinite(common.true_log_prob).all()
+
+
+def side_by_side(crop: float, scale: float = 100.0):
+    """V1 and its V2 partner side by side, both cropped by `crop` on each side; V3 a caption
+    whose scale never changes."""
+    left = [scale, -0.25, 0.0, crop, crop, 0, 0]
+    right = [scale, 0.25, 0.0, crop, crop, 0, 0]
+    return {0: (0, left), 1: (1, right), 2: (2, FULL)}
+
+
+def test_a_partners_crop_follows_its_partners_where_a_representative_is_only_near():
+    videos = [[side_by_side(c)] for c in range(15, 30)] * 2
+    train = find_onsets(frames_of(videos))
+    vocabulary = Vocabulary.fit(train.placement)
+    assert len(vocabulary) < 15  # a group holds several crops: its representative is near
+    follows = fit_follows(train, vocabulary)
+    partner = [f for f in follows if f.track == 1]
+    # V2's crops copy V1's; nothing follows the caption, whose values never change, and
+    # nothing of V2 follows V1's scale, which does not change either
+    assert {(f.param, f.other, f.sign, f.offset) for f in partner} == {
+        (3, 0, 1.0, 0.0), (4, 0, 1.0, 0.0),
+    }  # fmt: skip
+    model = PlacementModel.fit(train, vocabulary)
+    model.follows = follows
+    values = frames_of([[side_by_side(22.0)]]).values
+    [first] = suggest_for(model, values, 0, 1, 1, top=1)
+    np.testing.assert_array_equal(first.placement, [100.0, 0.25, 0.0, 22.0, 22.0, 0, 0])
+    # without the rule, the group's representative: within the tolerance, not exactly
+    model.follows = []
+    [plain] = suggest_for(model, values, 0, 1, 1, top=1)
+    assert plain.placement[3] != 22.0 and abs(plain.placement[3] - 22.0) <= 3.0
+    # and the rules round-trip through the model's file
+    model.follows = follows
+    assert PlacementModel.from_json(model.to_json()).follows == follows
+
+
+def test_a_rule_that_the_validation_onsets_contradict_is_not_kept():
+    train = find_onsets(frames_of([[side_by_side(c)] for c in range(15, 30)] * 2))
+    vocabulary = Vocabulary.fit(train.placement)
+    # on the validation timelines the partner keeps its own crop, whatever V1's
+    contrary = []
+    for c in range(15, 30):
+        row = side_by_side(c)
+        row[1] = (1, [100.0, 0.25, 0.0, 22.0, 22.0, 0, 0])
+        contrary.append([row])
+    held = find_onsets(frames_of(contrary))
+    [group] = np.unique(vocabulary.assign(held.placement[held.track == 1]))
+    assert any(f.track == 1 and f.group == group for f in fit_follows(train, vocabulary))
+    kept = fit_follows(train, vocabulary, held)
+    assert not any(f.track == 1 and f.group == group for f in kept)
+    # a group the validation onsets do not show keeps its rules on the training evidence
+    assert any(f.track == 1 and f.group != group for f in kept)
+
+
+def test_suggestions_are_distinct_after_refinement():
+    """Two groups that a rule brings to the same placement give one suggestion, not two."""
+    videos = [[side_by_side(c)] for c in range(15, 30)] * 2
+    train = find_onsets(frames_of(videos))
+    vocabulary = Vocabulary.fit(train.placement)
+    model = PlacementModel.fit(train, vocabulary)
+    partner_groups = np.unique(vocabulary.assign(train.placement[train.track == 1]))
+    assert len(partner_groups) >= 2
+    # every partner group follows V1's crops
+    model.follows = [Follow(1, int(g), p, 0, 1.0, 0.0) for g in partner_groups for p in (3, 4)]
+    values = frames_of([[side_by_side(22.0)]]).values
+    found = suggest_for(model, values, 0, 1, 1, top=3)
+    placements = np.array([s.placement for s in found])
+    apart = np.abs(placements[:, None] - placements[None]) / Tolerance().limits()
+    distinct = apart.max(-1) > 1.0
+    assert distinct[np.triu_indices(len(found), 1)].all()
+    assert [s.placement[3] for s in found].count(22.0) == 1
+    assert sum(s.probability for s in found) <= 1.0 + 1e-9

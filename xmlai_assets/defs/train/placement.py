@@ -12,7 +12,7 @@ from xmlai_assets.paths import SPLITS, split_csv
 GROUP = "train"
 
 
-PLACEMENT_VERSION = "1"  # bump when the vocabulary, the model or its scoring changes
+PLACEMENT_VERSION = "2"  # bump when the vocabulary, the model or its scoring changes
 
 
 def _next_step_of_champion(context, layout):
@@ -28,6 +28,19 @@ def _next_step_of_champion(context, layout):
     return lambda frames, onsets: next_step_values(
         loaded, frames.values, frames.offsets, onsets.row, onsets.track
     )
+
+
+def context_weights(model) -> dict[str, dict[str, float]]:
+    """How much each other track on screen counts for a clip on a track the training onsets
+    show, the tracks that count for nothing left out."""
+    placed = model.by_track_asset.sum((1, 2)) > 0
+    return {
+        f"V{t + 1}": {
+            f"V{j + 1}": w for j, w in enumerate(model.context_weight[t].tolist()) if w > 0
+        }
+        for t in range(len(placed))
+        if placed[t]
+    }
 
 
 @dg.asset(
@@ -55,7 +68,7 @@ def _next_step_of_champion(context, layout):
     ],
 )
 def placement_model(context: dg.AssetExecutionContext, paths: DataPaths):
-    from xmlai_assets.model.placement import PREDICTORS, fit_placements
+    from xmlai_assets.model.placement import METRICS, PREDICTORS, fit_placements
     from xmlai_assets.model.store import save_placement_version
 
     layout = paths.layout
@@ -75,6 +88,9 @@ def placement_model(context: dg.AssetExecutionContext, paths: DataPaths):
         "onsets": fit.onsets,
         "placements": len(model.vocabulary),
         "context_weight": model.context_weight.tolist(),
+        "by_track": fit.by_track,
+        "unrefined": fit.unrefined,
+        "refinements": len(model.follows),
         "beats_baselines": beats,
     }
     saved = save_placement_version(layout.models, model.to_json(), metadata)
@@ -83,25 +99,33 @@ def placement_model(context: dg.AssetExecutionContext, paths: DataPaths):
         f"{fit.onsets['train']} training onsets; top-3 on {fit.scored_on} "
         + ", ".join(f"{name} {card['top3']:.3f}" for name, card in fit.scorecard.items())
     )
+    predictors = [name for name in PREDICTORS if name in fit.scorecard]
+    rows = {name: fit.scorecard[name] for name in predictors} | {"model_unrefined": fit.unrefined}
     scorecard = table(
         [
-            {"predictor": name, **{k: table_number(v) for k, v in fit.scorecard[name].items()}}
-            for name in PREDICTORS
-            if name in fit.scorecard
+            {"predictor": name, **{k: table_number(v) for k, v in card.items()}}
+            for name, card in rows.items()
         ],
-        {"predictor": "string", "top1": "float", "top3": "float"}
-        | {"log_likelihood": "float", "valid": "float"},
+        {"predictor": "string"} | dict.fromkeys(METRICS, "float"),
+    )
+    by_track = table(
+        [
+            {"track": track, "onsets": row["onsets"]}
+            | {name: table_number(row[name]) for name in predictors}
+            for track, row in fit.by_track.items()
+        ],
+        {"track": "string", "onsets": "int"} | dict.fromkeys(predictors, "float"),
     )
     yield dg.MaterializeResult(
         metadata={
             "version": dg.MetadataValue.path(saved.location),
             "version_name": saved.name,
             "scorecard": scorecard,
+            "top3_by_track": by_track,
             "scored_on": fit.scored_on,
+            "refinements": len(model.follows),
             "placements": len(model.vocabulary),
-            "context_weight": dg.MetadataValue.json(
-                {f"V{t + 1}": w for t, w in enumerate(model.context_weight.tolist())}
-            ),
+            "context_weight": dg.MetadataValue.json(context_weights(model)),
             **{f"{split}_onsets": n for split, n in fit.onsets.items()},
             "model_sha256": saved.weights_sha256,
         },
