@@ -2,8 +2,9 @@
 
 the synthetic corpus (`generate_timeline(0..N-1)`, its ground-truth tables at 10 Hz, split
 by the pipeline's own rule) at each size of `--timelines`; for each, the placement model's
-scorecard beside its baselines on the test onsets, the model without its refinements, and
-each track's top-3 hit rate. The next-step baseline needs a trained model and is left out.
+scorecard beside its baselines on the test onsets, the model without its refinements, the
+model's lead in top-3 over each baseline with its 95% interval, and each track's top-3 hit
+rate. The next-step baseline needs a trained model and is left out.
 
     .venv/bin/python bench/placement.py [--timelines 110,1100]
 """
@@ -59,6 +60,12 @@ def report(n: int) -> None:
     rows = {**fit.scorecard, "model_unrefined": fit.unrefined}
     for name, card in rows.items():
         print(f"  {name:22}" + "".join(f"{card[m]:15.3f}" for m in METRICS))
+    for name, gap in fit.margins.items():
+        print(
+            f"  top-3, model - {name:18} {gap['difference']:+.3f} "
+            f"(95% interval {gap['low']:+.3f} to {gap['high']:+.3f}, timelines resampled)"
+        )
+    print(f"  beats_baselines: {fit.beats_baselines()}")
     names = list(fit.scorecard)
     print(f"  top-3 by track {'onsets':>9}" + "".join(f"{name:>19}" for name in names))
     for track, row in fit.by_track.items():

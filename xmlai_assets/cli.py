@@ -320,6 +320,15 @@ def print_placement_report(layout: DataLayout) -> None:
     print(f"  {metadata['scored_on'] + ' onsets':24}" + "".join(f"{n[:9]:>10}" for n in columns))
     for key in ("top1", "top3"):
         print(f"  {key:24}" + "".join(f"{card[n][key]:10.3f}" for n in columns))
+    margins = metadata.get("top3_margin", {})
+    if margins:  # the baseline the model is least clearly ahead of
+        name = min(margins, key=lambda n: margins[n]["low"])
+        gap = margins[name]
+        verdict = "beats the baselines" if metadata["beats_baselines"] else "not clearly ahead"
+        print(
+            f"  {verdict}: top-3 {gap['difference']:+.3f} against {name} "
+            f"(95% interval {gap['low']:+.3f} to {gap['high']:+.3f})"
+        )
 
 
 def suggest_command(args) -> int:

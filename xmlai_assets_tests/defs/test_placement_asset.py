@@ -62,12 +62,17 @@ def test_the_placement_model_is_a_version_with_its_scorecard(placed_layout):
         card = metadata["unrefined"] if name == "model_unrefined" else metadata["scorecard"][name]
         assert row["top3"] == pytest.approx(card["top3"], rel=1e-3)
         assert 0.0 <= row["top1"] <= row["top3"] <= 1.0
-    # the check says what the scorecard says, pass or not
-    beats = all(
-        rows["model"]["top3"] > rows[n]["top3"] for n in ("most_common", "nearest_neighbour")
-    )
+    # the model's lead over each baseline with its interval, in the UI and in the version
+    margins = {r.data["baseline"]: r.data for r in md["top3_margin"].records}
+    assert set(margins) == expected - {"model"} == set(metadata["top3_margin"])
+    for name, gap in margins.items():
+        assert gap["difference"] == pytest.approx(rows["model"]["top3"] - rows[name]["top3"])
+        assert gap["low"] <= gap["difference"] <= gap["high"]
+    # the check says what the scorecard says, pass or not: a lead whose interval clears zero
+    beats = all(gap["low"] > 0 for gap in margins.values())
     beats = beats and rows["model"]["log_likelihood"] > rows["most_common"]["log_likelihood"]
     assert check.passed == beats == metadata["beats_baselines"]
+    assert "95% interval" in check.description
 
 
 def test_a_suggestion_for_a_real_clip_is_written_into_a_copy(placed_layout, external_xml, tmp_path):
@@ -115,6 +120,11 @@ def test_the_suggest_command(placed_layout, external_xml, tmp_path, monkeypatch,
     assert capsys.readouterr().out.startswith("V4 clipitem-307 'dune book.jpg'")
 
 
+def md_beats(layout) -> bool:
+    store = placement_store(layout.models)
+    return json.loads(store.read_bytes("v0001/metadata.json"))["beats_baselines"]
+
+
 def test_the_run_report_shows_the_placement_scorecard(placed_layout, capsys):
     from xmlai_assets.cli import print_placement_report
 
@@ -128,3 +138,9 @@ def test_the_run_report_shows_the_placement_scorecard(placed_layout, capsys):
     for line, key in zip(lines[2:4], ("top1", "top3"), strict=True):
         shown = [float(v) for v in line.split()[1:]]
         assert shown == pytest.approx([r[key] for r in rows], abs=1e-3)
+    # then the verdict of the check, with the lead it rests on
+    margins = {r.data["baseline"]: r.data for r in md["top3_margin"].records}
+    closest = min(margins, key=lambda name: margins[name]["low"])
+    verdict = "beats the baselines" if md_beats(layout) else "not clearly ahead"
+    assert lines[4].strip().startswith(f"{verdict}: top-3 ")
+    assert f"against {closest} " in lines[4]

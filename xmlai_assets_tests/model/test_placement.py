@@ -14,6 +14,7 @@ from xmlai_assets.model.placement import (
     Vocabulary,
     find_onsets,
     fit_follows,
+    margin,
     model_predictor,
     most_common,
     nearest_neighbour,
@@ -226,3 +227,22 @@ def test_suggestions_are_distinct_after_refinement():
     assert distinct[np.triu_indices(len(found), 1)].all()
     assert [s.placement[3] for s in found].count(22.0) == 1
     assert sum(s.probability for s in found) <= 1.0 + 1e-9
+
+
+def test_a_margin_is_clear_only_when_it_holds_across_timelines():
+    ten = np.repeat(np.arange(10), 10)  # ten held-out timelines of ten onsets
+    # the model right where the baseline is wrong once in every timeline: +0.1, and every
+    # resample of the timelines says so
+    spread = np.zeros(100, dtype=bool)
+    spread[::10] = True
+    clear = margin(ten, spread, np.zeros(100, dtype=bool))
+    assert clear["difference"] == pytest.approx(0.1)
+    assert clear["low"] == pytest.approx(0.1) and clear["high"] == pytest.approx(0.1)
+    # the same +0.1, all of it in one timeline: a resample without it shows nothing
+    lumped = np.zeros(100, dtype=bool)
+    lumped[:10] = True
+    unclear = margin(ten, lumped, np.zeros(100, dtype=bool))
+    assert unclear["difference"] == pytest.approx(0.1)
+    assert unclear["low"] <= 0.0 < unclear["high"]
+    # the same inputs, the same interval
+    assert margin(ten, lumped, np.zeros(100, dtype=bool)) == unclear
