@@ -324,9 +324,10 @@ def find_clip(
     at_seconds: float | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ClipRef:
-    """The clip on video track `track` (1-based) of the sequence the parser reads: the first
+    """The clip on video track `track` (1-based) of the sequence the parser reads: the one
     named `name`, or the one playing at `at_seconds`. Raises `TimelineError` naming the file
-    and what is missing."""
+    and what is missing, or, where several clips of the track have that name, when each
+    starts."""
     path = Path(path)
     if (name is None) == (at_seconds is None):
         raise ValueError("give the clip's name or a time, one of the two")
@@ -338,11 +339,21 @@ def find_clip(
         raise TimelineError(path, f"no video track V{track}: the sequence has {len(tracks)}")
     fps = reader.sequence_rate(seq, "the sequence")
     clips, _ = reader.track_clips(tracks[track - 1], f"V{track}", warn=False)
-    for clip in clips:
-        if name is not None and clip.name != name:
-            continue
-        if at_seconds is not None and not clip.start <= at_seconds * fps < clip.end:
-            continue
+    found = [
+        clip
+        for clip in clips
+        if (name is None or clip.name == name)
+        and (at_seconds is None or clip.start <= at_seconds * fps < clip.end)
+    ]
+    if len(found) > 1:  # one name for several clips: which one is the editor's to say
+        starts = ", ".join(f"{float(c.start / fps):.2f} s" for c in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise TimelineError(
+            path,
+            f"{len(found)} clips named {name!r} on V{track}, starting at {starts}{more}: "
+            "give the time of the one to place instead of its name",
+        )
+    for clip in found:
         if not clip.element.get("id"):
             raise TimelineError(path, f"{clip.what} has no id to address it by")
         return ClipRef(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xmlai_assets.timeline import parse_timeline, parse_timeline_with_info
-from xmlai_assets.timeline.placement import Placement, place_clip
+from xmlai_assets.timeline.placement import Placement, find_clip, place_clip
 from xmlai_assets.timeline.xml import TimelineError
 from xmlai_assets_tests.timeline import xmeml_builder as x
 
@@ -147,3 +147,16 @@ def test_a_hostile_file_is_refused_as_the_parser_refuses_it(tmp_path):
     link.symlink_to(source)
     with pytest.raises(TimelineError, match="symbolic link"):
         place_clip(link, "cam.mov-0", FACE_CAM)
+
+
+def test_a_clip_is_found_by_its_name_only_where_the_name_is_its_own(tmp_path):
+    cams = x.track(
+        x.clip(0, 25, name="cam.mov"), x.clip(50, 75, name="cam.mov"), x.clip(80, 90, name="logo")
+    )
+    source = x.write(tmp_path, x.document(cams, duration=100))
+    assert find_clip(source, 1, name="logo").id == "logo-80"
+    # two clips share the name: which one to place is the editor's to say, by its time
+    with pytest.raises(TimelineError, match=r"2 clips named 'cam.mov' on V1, starting at") as two:
+        find_clip(source, 1, name="cam.mov")
+    assert str(source) in str(two.value) and "give the time" in str(two.value)
+    assert find_clip(source, 1, at_seconds=5.5).id == "cam.mov-50"
