@@ -132,6 +132,37 @@ def ui_run(layout: DataLayout):
     return run
 
 
+EMPTY_DEFINITIONS = """
+import dagster as dg
+
+
+@dg.asset
+def nothing() -> None:
+    return None
+
+
+defs = dg.Definitions(assets=[nothing])
+"""
+
+
+def empty_ui_run(layout: DataLayout):
+    """Dagster's floor: a run of one asset that does nothing, launched as `ui_run` launches
+    the preprocess group (a new process, the project's instance settings)."""
+    import os
+
+    home = Path(tempfile.mkdtemp(dir=layout.data_dir))
+    shutil.copy(DEFAULT_DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    (home / "empty_definitions.py").write_text(EMPTY_DEFINITIONS)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(home)}
+    command = [sys.executable, "-m", "dagster", "asset", "materialize"]
+    command += ["-m", "empty_definitions", "--select", "nothing"]
+
+    def run() -> None:
+        subprocess.run(command, env=env, check=True, capture_output=True)
+
+    return run
+
+
 def command_line_run(layout: DataLayout):
     """The plain function calls as a command line runs them: in a new process, imports
     included; the reference for a UI launch, which pays the same start."""
@@ -147,7 +178,13 @@ def command_line_run(layout: DataLayout):
     return run
 
 
-VARIANTS = {"plain": plain_run, "dagster": dagster_run, "cli": command_line_run, "ui": ui_run}
+VARIANTS = {
+    "plain": plain_run,
+    "dagster": dagster_run,
+    "cli": command_line_run,
+    "ui": ui_run,
+    "empty": empty_ui_run,
+}
 
 
 def worker(variant: str, data_dir: Path, repeat: int) -> None:
@@ -245,6 +282,16 @@ def main() -> None:
     print(
         f"  UI launch / command     {min(ui) / min(cli):8.2f}x"
         f"{statistics.median(ui) / statistics.median(cli):8.2f}x"
+    )
+    empty = results["empty"]["times"]
+    print(
+        f"  an empty run, launched  {min(empty):8.2f}s{statistics.median(empty):8.2f}s"
+        "   (one asset that does nothing: Dagster's own start, the floor of any UI run)"
+    )
+    print(
+        f"  (UI launch - empty) / plain{(min(ui) - min(empty)) / min(plain):5.2f}x"
+        f"{(statistics.median(ui) - statistics.median(empty)) / statistics.median(plain):8.2f}x"
+        "   (what the run adds above the floor)"
     )
 
 
