@@ -185,12 +185,24 @@ class Vocabulary:
         )
 
 
+# the groups told apart in what another track shows: the first ones, which cover the most
+# onsets; a placement of a later group counts as another placement. It bounds the model's
+# counts of the context at [K, 20, CONTEXT_GROUPS + 2] however many groups there are.
+CONTEXT_GROUPS = 254
+
+
+def context_size(vocabulary: Vocabulary) -> int:
+    """M: how many groups a context symbol tells apart."""
+    return min(len(vocabulary), CONTEXT_GROUPS)
+
+
 def context_symbols(layout: np.ndarray, vocabulary: Vocabulary) -> np.ndarray:
-    """What each track shows in `layout` [..., 20, 9]: its group, K for another placement,
-    K + 1 for nothing."""
+    """What each track shows in `layout` [..., 20, 9]: its group where it is one of the
+    first M (`context_size`), M for another placement, M + 1 for nothing."""
     groups = vocabulary.assign(layout[..., VALUES])
-    k = len(vocabulary)
-    return np.where(layout[..., ACTIVE] > 0.5, np.where(groups >= 0, groups, k), k + 1)
+    m = context_size(vocabulary)
+    placed = np.where((groups >= 0) & (groups < m), groups, m)
+    return np.where(layout[..., ACTIVE] > 0.5, placed, m + 1)
 
 
 @dataclass(frozen=True)
@@ -293,7 +305,7 @@ class PlacementModel:
 
     vocabulary: Vocabulary
     by_track_asset: np.ndarray  # [20, 10, K]
-    seen_with: np.ndarray  # [K, 20, K + 2]: group, other track, what it shows
+    seen_with: np.ndarray  # [K, 20, M + 2]: group, other track, what it shows
     # how much each other track counts for a clip on a track: [clip's track, other track]
     # (0: not at all; 1: naive Bayes as is), chosen on the validation onsets by `tune`
     context_weight: np.ndarray = field(default_factory=lambda: np.ones((N_TRACKS, N_TRACKS)))
@@ -307,7 +319,7 @@ class PlacementModel:
         track, asset, group = onsets.track[known], onsets.asset[known], group[known]
         by_track_asset = np.zeros((N_TRACKS, N_ASSETS, k))
         np.add.at(by_track_asset, (track, asset.clip(0, N_ASSETS - 1), group), 1)
-        seen_with = np.zeros((k, N_TRACKS, k + 2))
+        seen_with = np.zeros((k, N_TRACKS, context_size(vocabulary) + 2))
         symbols = context_symbols(onsets.layout[known], vocabulary)  # [N, 20]
         for j in range(N_TRACKS):
             other = track != j  # the clip's own track is not its context
@@ -327,12 +339,12 @@ class PlacementModel:
     def context_terms(self, track: np.ndarray, layout: np.ndarray):
         """For each other track j, [N, K] log P(what j shows in `layout` | group): zero where
         j is the clip's own track or a track never on screen in the training onsets."""
-        k = len(self.vocabulary)
+        m = context_size(self.vocabulary)
         symbols = context_symbols(layout, self.vocabulary)  # [N, 20]
         likely = np.log(
-            (self.seen_with + 1.0) / (self.seen_with.sum(-1, keepdims=True) + k + 2)
-        )  # [K, 20, K + 2]
-        shown = self.seen_with[:, :, : k + 1].sum((0, 2)) > 0  # [20]
+            (self.seen_with + 1.0) / (self.seen_with.sum(-1, keepdims=True) + m + 2)
+        )  # [K, 20, M + 2]
+        shown = self.seen_with[:, :, : m + 1].sum((0, 2)) > 0  # [20]
         for j in range(N_TRACKS):
             speaks = (track != j) & shown[j]
             yield j, np.where(speaks[:, None], likely[:, j, symbols[:, j]].T, 0.0)
@@ -435,7 +447,7 @@ class PlacementModel:
         body = {
             "vocabulary": self.vocabulary.as_dict(),
             "by_track_asset": self.by_track_asset.tolist(),
-            "seen_with": self.seen_with.tolist(),
+            "seen_with": _sparse(self.seen_with),
             "context_weight": self.context_weight.tolist(),
             "follows": [vars(rule) for rule in self.follows],
         }
@@ -444,13 +456,38 @@ class PlacementModel:
     @classmethod
     def from_json(cls, data: bytes) -> PlacementModel:
         body = json.loads(data)
+        vocabulary = Vocabulary.from_dict(body["vocabulary"])
         return cls(
-            Vocabulary.from_dict(body["vocabulary"]),
+            vocabulary,
             np.array(body["by_track_asset"], dtype=np.float64),
-            np.array(body["seen_with"], dtype=np.float64),
+            _seen_with(body["seen_with"], context_size(vocabulary)),
             _pairwise(np.array(body["context_weight"], dtype=np.float64)),
             [Follow(**rule) for rule in body.get("follows", [])],
         )
+
+
+def _sparse(counts: np.ndarray) -> dict:
+    """Counts as their shape and nonzero cells (most are zero: each training onset adds one
+    count per other track), so that the file grows with the onsets, not with K squared."""
+    flat = counts.ravel()
+    cells = np.flatnonzero(flat)
+    return {"shape": list(counts.shape), "cells": cells.tolist(), "counts": flat[cells].tolist()}
+
+
+def _seen_with(stored, m: int) -> np.ndarray:
+    """The context counts from a model file: sparse, or dense as earlier versions wrote them
+    with a column per group (those beyond the first M fold into "another placement")."""
+    if isinstance(stored, dict):
+        counts = np.zeros(int(np.prod(stored["shape"])))
+        counts[np.array(stored["cells"], dtype=np.int64)] = stored["counts"]
+        return counts.reshape(stored["shape"])
+    dense = np.array(stored, dtype=np.float64)  # [K, 20, K + 2]
+    k = dense.shape[0]
+    folded = np.zeros((k, N_TRACKS, m + 2))
+    folded[..., :m] = dense[..., :m]
+    folded[..., m] = dense[..., m : k + 1].sum(-1)
+    folded[..., m + 1] = dense[..., k + 1]
+    return folded
 
 
 def _pairwise(weight: np.ndarray) -> np.ndarray:

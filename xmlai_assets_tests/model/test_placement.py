@@ -246,3 +246,34 @@ def test_a_margin_is_clear_only_when_it_holds_across_timelines():
     assert unclear["low"] <= 0.0 < unclear["high"]
     # the same inputs, the same interval
     assert margin(ten, lumped, np.zeros(100, dtype=bool)) == unclear
+
+
+def test_the_context_counts_stay_bounded_however_many_groups(monkeypatch):
+    import json
+
+    import xmlai_assets.model.placement as placement
+
+    full = {0: (1, FULL)}
+    videos = [[full, {**full, 3: (2, [20.0 + 10 * i, 0.36, -0.32, 0, 0, 0, 0])}] for i in range(6)]
+    train = find_onsets(frames_of(videos))
+    vocabulary = Vocabulary.fit(train.placement)
+    assert len(vocabulary) == 7  # FULL and six scales of the face cam
+    unbounded = PlacementModel.fit(train, vocabulary)
+    monkeypatch.setattr(placement, "CONTEXT_GROUPS", 2)
+    bounded = PlacementModel.fit(train, vocabulary)
+    # groups beyond the first two count as another placement: [K, 20, 2 + 2]
+    assert bounded.seen_with.shape == (7, 20, 4)
+    np.testing.assert_array_equal(bounded.seen_with[..., :2], unbounded.seen_with[..., :2])
+    np.testing.assert_array_equal(bounded.seen_with[..., 2], unbounded.seen_with[..., 2:8].sum(-1))
+    np.testing.assert_array_equal(bounded.seen_with[..., 3], unbounded.seen_with[..., 8])
+    # the file holds the nonzero counts only, and reads back whole
+    stored = json.loads(bounded.to_json())["seen_with"]
+    assert len(stored["cells"]) == np.count_nonzero(bounded.seen_with)
+    np.testing.assert_array_equal(
+        PlacementModel.from_json(bounded.to_json()).seen_with, bounded.seen_with
+    )
+    # a file written with a dense column per group (before the bound) folds the same way
+    dense = json.loads(unbounded.to_json())
+    dense["seen_with"] = unbounded.seen_with.tolist()
+    again = PlacementModel.from_json(json.dumps(dense).encode())
+    np.testing.assert_array_equal(again.seen_with, bounded.seen_with)
