@@ -199,10 +199,12 @@ def context_size(vocabulary: Vocabulary) -> int:
 def context_symbols(layout: np.ndarray, vocabulary: Vocabulary) -> np.ndarray:
     """What each track shows in `layout` [..., 20, 9]: its group where it is one of the
     first M (`context_size`), M for another placement, M + 1 for nothing."""
-    groups = vocabulary.assign(layout[..., VALUES])
     m = context_size(vocabulary)
-    placed = np.where((groups >= 0) & (groups < m), groups, m)
-    return np.where(layout[..., ACTIVE] > 0.5, placed, m + 1)
+    active = layout[..., ACTIVE] > 0.5
+    symbols = np.full(active.shape, m + 1, dtype=np.int64)
+    groups = vocabulary.assign(layout[active][:, VALUES])  # most tracks are off: skip them
+    symbols[active] = np.where((groups >= 0) & (groups < m), groups, m)
+    return symbols
 
 
 @dataclass(frozen=True)
@@ -558,6 +560,9 @@ def most_common(train: Onsets, vocabulary: Vocabulary):
     return predict
 
 
+NEIGHBOUR_BLOCK = 8  # queries whose distances to a track's training onsets are taken at once
+
+
 def nearest_neighbour(train: Onsets):
     """Baseline: the placements of the training onsets on the same track whose other tracks
     were laid out most alike (each track's on/off and values, the values in units of the
@@ -575,21 +580,29 @@ def nearest_neighbour(train: Onsets):
     def predict(onsets: Onsets, top: int) -> Ranked:
         query = features(onsets.layout, onsets.track)
         out = np.zeros((len(onsets), top, len(PLACEMENT_PARAMS)))
-        for i in range(len(onsets)):
-            same = np.flatnonzero(train.track == onsets.track[i])
+        for t in np.unique(onsets.track).tolist():
+            rows = np.flatnonzero(onsets.track == t)
+            same = np.flatnonzero(train.track == t)
             if not len(same):
                 same = np.arange(len(train))
-            d = np.abs(known[same] - query[i]).sum(-1)
-            picks: list[np.ndarray] = []
-            for j in same[np.argsort(d, kind="stable")]:
-                p = train.placement[j]
-                if all(distance(p, q, tolerance) > 1.0 for q in picks):
-                    picks.append(p)
-                if len(picks) == top:
-                    break
-            picks += [picks[-1]] * (top - len(picks)) if picks else []
-            if picks:
-                out[i] = picks
+            # a feature the same for every candidate adds the same to each distance: the
+            # order is that of the features that vary (most tracks are never on)
+            varying = np.ptp(known[same], axis=0) > 0
+            pool, asked = known[same][:, varying], query[:, varying]
+            for start in range(0, len(rows), NEIGHBOUR_BLOCK):
+                block = rows[start : start + NEIGHBOUR_BLOCK]
+                d = np.abs(pool[None] - asked[block, None]).sum(-1)  # [block, same]
+                for i, order in zip(block, np.argsort(d, axis=1, kind="stable"), strict=True):
+                    picks: list[np.ndarray] = []
+                    for j in same[order]:
+                        p = train.placement[j]
+                        if all(distance(p, q, tolerance) > 1.0 for q in picks):
+                            picks.append(p)
+                        if len(picks) == top:
+                            break
+                    picks += [picks[-1]] * (top - len(picks)) if picks else []
+                    if picks:
+                        out[i] = picks
         return Ranked(out, np.full(len(onsets), math.nan))
 
     return predict
