@@ -10,6 +10,7 @@ from xmlai_assets.timeline import parse_timeline, parse_timeline_with_info
 from xmlai_assets.timeline.placement import Placement, find_clip, place_clip
 from xmlai_assets.timeline.xml import TimelineError
 from xmlai_assets_tests.timeline import xmeml_builder as x
+from xmlai_assets_tests.timeline.test_external_exports import FILES
 
 FACE_CAM = Placement(scale=33.0, x=0.3625, y=-0.3125, crop_l=5.0, crop_t=2.5)
 PRG6 = "Adobe Premiere CC Prg6.xml"
@@ -160,3 +161,23 @@ def test_a_clip_is_found_by_its_name_only_where_the_name_is_its_own(tmp_path):
         find_clip(source, 1, name="cam.mov")
     assert str(source) in str(two.value) and "give the time" in str(two.value)
     assert find_clip(source, 1, at_seconds=5.5).id == "cam.mov-50"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_real_export_takes_a_placement_on_every_video_track(external_xml, tmp_path, name):
+    """Premiere, Final Cut Pro 7 and Resolve exports: on each video track the clip playing at
+    the middle of the track's samples takes the placement (keyframes replaced), and the
+    parser reads back exactly that and everything else as it was."""
+    source = external_xml / name
+    before, info = parse_timeline_with_info(source)
+    placed_tracks = 0
+    for track in range(1, min(info.n_video_tracks, 20) + 1):
+        rows = np.flatnonzero(before[f"target_v{track}_active"].to_numpy() > 0)
+        if not len(rows):
+            continue
+        ref = find_clip(source, track, at_seconds=float(before["time"].iloc[rows[len(rows) // 2]]))
+        placed = tmp_path / f"V{track}.xml"
+        placed.write_bytes(place_clip(source, ref.id, FACE_CAM, replace_keyframes=True))
+        assert_placed(source, placed, track, (ref.start, ref.end), FACE_CAM)
+        placed_tracks += 1
+    assert placed_tracks > 0
