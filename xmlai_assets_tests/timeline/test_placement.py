@@ -166,10 +166,17 @@ def test_a_clip_is_found_by_its_name_only_where_the_name_is_its_own(tmp_path):
 @pytest.mark.parametrize("name", FILES)
 def test_every_real_export_takes_a_placement_on_every_video_track(external_xml, tmp_path, name):
     """Premiere, Final Cut Pro 7 and Resolve exports: on each video track the clip playing at
-    the middle of the track's samples takes the placement (keyframes replaced), and the
-    parser reads back exactly that and everything else as it was."""
+    the middle of the track's samples takes the placement (keyframes replaced), the parser
+    reads back exactly that and everything else as it was, and OpenTimelineIO reads it as it
+    read the export."""
+    import opentimelineio as otio
+
+    def otio_tracks(path) -> int:
+        return len(otio.adapters.read_from_file(str(path), adapter_name="fcp_xml").video_tracks())
+
     source = external_xml / name
     before, info = parse_timeline_with_info(source)
+    tracks = otio_tracks(source)
     placed_tracks = 0
     for track in range(1, min(info.n_video_tracks, 20) + 1):
         rows = np.flatnonzero(before[f"target_v{track}_active"].to_numpy() > 0)
@@ -179,5 +186,6 @@ def test_every_real_export_takes_a_placement_on_every_video_track(external_xml, 
         placed = tmp_path / f"V{track}.xml"
         placed.write_bytes(place_clip(source, ref.id, FACE_CAM, replace_keyframes=True))
         assert_placed(source, placed, track, (ref.start, ref.end), FACE_CAM)
+        assert otio_tracks(placed) == tracks
         placed_tracks += 1
     assert placed_tracks > 0
