@@ -62,6 +62,7 @@ bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/preprocess.py
 	$(PY) bench/train.py
+	$(PY) bench/placement.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -6,7 +6,7 @@ scorecard beside its baselines on the test onsets, the model without its refinem
 model's lead in top-3 over each baseline with its 95% interval, and each track's top-3 hit
 rate. The next-step baseline needs a trained model and is left out.
 
-    .venv/bin/python bench/placement.py [--timelines 110,1100]
+    make bench            (or: .venv/bin/python bench/placement.py [--timelines 110,1100])
 """
 
 from __future__ import annotations
