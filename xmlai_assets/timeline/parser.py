@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import numpy as np
+import pandas as pd
 from lxml import etree
 
 from xmlai_assets.timeline.asset_classes import ASSET_RULES, AssetRules, classify_asset
@@ -34,9 +34,6 @@ from xmlai_assets.timeline.schema import (
     track_column,
 )
 from xmlai_assets.timeline.xml import DEFAULT_MAX_BYTES, TimelineError, read_xmeml
-
-if TYPE_CHECKING:  # pandas is imported where a table is made: loading the code location,
-    import pandas as pd  # or a step that never parses, does not pay for it
 
 log = logging.getLogger(__name__)
 
@@ -534,8 +531,6 @@ def _enabled(el: etree._Element) -> bool:
 
 
 def _constant_strings(n: int, value: str) -> pd.Categorical:
-    import pandas as pd
-
     # One category: cheaper to build than n Python strings, and written the same.
     return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
 
@@ -657,8 +652,6 @@ def parse_timeline_with_info(
         array[:] = INACTIVE_VALUES[p]
     for array in (*inactive.values(), ints[0, 0], ints[0, 1]):
         array.flags.writeable = False
-
-    import pandas as pd
 
     df = pd.DataFrame(columns, copy=False)  # `columns` is in the order of COLUMNS
     info = TimelineInfo(

@@ -7,16 +7,14 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from xmlai_assets.timeline.schema import COLUMNS
-
-if TYPE_CHECKING:  # imported where a frame is converted, as in the parser
-    import pandas as pd
 
 
 def frames_to_table(df: pd.DataFrame) -> pa.Table:
@@ -46,8 +44,6 @@ def concat_frames(tables: Iterable[pa.Table]) -> pa.Table:
     """Stack frame tables in the given order; every row of every table is kept."""
     tables = list(tables)
     if not tables:
-        import pandas as pd
-
         return pa.Table.from_pandas(pd.DataFrame(columns=list(COLUMNS)), preserve_index=False)
     return pa.concat_tables(tables)
 
