@@ -353,17 +353,18 @@ def find_clip(
             f"{len(found)} clips named {name!r} on V{track}, starting at {starts}{more}: "
             "give the time of the one to place instead of its name",
         )
-    for clip in found:
-        if not clip.element.get("id"):
-            raise TimelineError(path, f"{clip.what} has no id to address it by")
-        return ClipRef(
-            id=clip.element.get("id"),
-            name=clip.name,
-            track=track,
-            start=clip.start,
-            end=clip.end,
-            asset=reader.clip_asset_class(clip, track),
-            enabled=clip.enabled,
-        )
-    wanted = f"named {name!r}" if name is not None else f"playing at {at_seconds:g} s"
-    raise TimelineError(path, f"no clip {wanted} on V{track}")
+    if not found:
+        wanted = f"named {name!r}" if name is not None else f"playing at {at_seconds:g} s"
+        raise TimelineError(path, f"no clip {wanted} on V{track}")
+    [clip] = found
+    if not clip.element.get("id"):
+        raise TimelineError(path, f"{clip.what} has no id to address it by")
+    return ClipRef(
+        id=clip.element.get("id"),
+        name=clip.name,
+        track=track,
+        start=clip.start,
+        end=clip.end,
+        asset=reader.clip_asset_class(clip, track),
+        enabled=clip.enabled,
+    )

@@ -120,15 +120,10 @@ def test_the_suggest_command(placed_layout, external_xml, tmp_path, monkeypatch,
     assert capsys.readouterr().out.startswith("V4 clipitem-307 'dune book.jpg'")
 
 
-def md_beats(layout) -> bool:
-    store = placement_store(layout.models)
-    return json.loads(store.read_bytes("v0001/metadata.json"))["beats_baselines"]
-
-
 def test_the_run_report_shows_the_placement_scorecard(placed_layout, capsys):
     from xmlai_assets.cli import print_placement_report
 
-    layout, md, _ = placed_layout
+    layout, md, check = placed_layout
     print_placement_report(layout)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("placement model: ") and lines[0].split()[2].endswith("v0001")
@@ -141,6 +136,6 @@ def test_the_run_report_shows_the_placement_scorecard(placed_layout, capsys):
     # then the verdict of the check, with the lead it rests on
     margins = {r.data["baseline"]: r.data for r in md["top3_margin"].records}
     closest = min(margins, key=lambda name: margins[name]["low"])
-    verdict = "beats the baselines" if md_beats(layout) else "not clearly ahead"
+    verdict = "beats the baselines" if check.passed else "not clearly ahead"
     assert lines[4].strip().startswith(f"{verdict}: top-3 ")
     assert f"against {closest} " in lines[4]
