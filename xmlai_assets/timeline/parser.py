@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -97,7 +98,8 @@ class _Clip:
     """A clipitem or generatoritem with its placement resolved (`-1` edges included)."""
 
     element: etree._Element
-    what: str
+    label: str  # the track's, "V3"
+    index: int  # its place among the track's items, from 0
     start: int
     end: int
     t0: int  # the frame that plays the clip's `in`: its start, or its head transition's start
@@ -107,6 +109,15 @@ class _Clip:
     file: etree._Element | None  # the <file> child, possibly an empty reference
     is_nest: bool
     filters: list[etree._Element]
+
+    @property
+    def what(self) -> str:
+        """How error messages name the clip."""
+        return _describe(self.label, self.element, self.name, self.index)
+
+
+def _describe(label: str, el: etree._Element, name: str | None, index: int) -> str:
+    return f"{label} {el.tag} {el.get('id') or name or index + 1!r}"
 
 
 class _Reader:
@@ -159,7 +170,7 @@ class _Reader:
     def number(
         self, el: etree._Element, tag: str, *, what: str, default: float | None = None
     ) -> float:
-        return self.to_number(el.findtext(tag), tag, what=what, default=default)
+        return self.to_number(_text(el, tag), tag, what=what, default=default)
 
     def to_number(
         self, text: str | None, tag: str, *, what: str, default: float | None = None
@@ -315,13 +326,11 @@ class _Reader:
         """Layout parameters of a clip: a constant, or a keyframed curve on the source axis."""
         curves: dict[str, float | _Curve] = {}
         for flt in clip.filters:
-            if (_text(flt, "enabled") or "").strip().upper() == "FALSE":
-                continue
             effect = _child(flt, "effect")
             if effect is None:
                 continue
             params = LAYOUT_EFFECTS.get((_first_text(effect, "effectid") or "").strip())
-            if params is None:
+            if params is None or not _enabled(flt):
                 continue
             for p in effect.iterchildren("parameter"):
                 out = params.get((_first_text(p, "parameterid") or "").strip())
@@ -343,12 +352,13 @@ class _Reader:
             v = self.value(value, out, what)
             return {"x": v[0], "y": v[1]} if out == "center" else {out: v}
         # keyframes decide; a static <value> beside them is ignored
-        whens = np.array(
-            [self.frame_axis(_text(k, "when"), "when", what=f"{what} keyframe") for k in keys]
-        )
+        key_what = f"{what} keyframe"
+        when_list = [self.frame_axis(_text(k, "when"), "when", what=key_what) for k in keys]
+        whens = np.array(when_list)
         values = np.array([self.value(_child(k, "value"), out, what) for k in keys])
-        order = np.argsort(whens, kind="stable")
-        whens, values = whens[order], values[order]
+        if any(b < a for a, b in pairwise(when_list)):  # exports write them in order
+            order = np.argsort(whens, kind="stable")
+            whens, values = whens[order], values[order]
         if out == "center":
             return {"x": _Curve(whens, values[:, 0]), "y": _Curve(whens, values[:, 1])}
         return {out: _Curve(whens, values)}
@@ -401,66 +411,87 @@ class _Reader:
     ) -> tuple[list[_Clip], int | None]:
         """The clips on a track with their edges resolved, disabled ones flagged, in XML order,
         and the latest end any clip has (a `-1` end resolved; None without clips)."""
-        items = [el for el in track if el.tag in ITEM_TAGS]
+        items = list(track.iterchildren(*ITEM_TAGS))
+        tags = [el.tag for el in items]
         cuts: dict[int, tuple[int, int]] = {}  # each transition's cut is computed once
 
-        def cut(i: int, clip_what: str, side: str) -> tuple[int, int]:
-            if i not in cuts:
-                cuts[i] = self.transition_cut(items[i], f"{clip_what} {side} transition")
-            return cuts[i]
+        def cut(at: int, side: str, clip: int, name: str | None) -> tuple[int, int]:
+            """The cut of the transition at `at`, on the `side` of the clip at `clip`."""
+            if at not in cuts:
+                what = f"{_describe(label, items[clip], name, clip)} {side} transition"
+                cuts[at] = self.transition_cut(items[at], what)
+            return cuts[at]
 
         clips, last = [], None
         for i, el in enumerate(items):
-            if el.tag == "transitionitem":
+            tag = tags[i]
+            if tag == "transitionitem":
                 continue
-            fields: dict[str, etree._Element] = {}
-            filters = []
+            texts: dict[str, str | None] = {}
+            file, is_nest, filters = None, False, []
             for child in el.iterchildren(*_CLIP_FIELDS):
-                if child.tag == "filter":
+                field = child.tag
+                if field == "filter":
                     filters.append(child)
-                elif child.tag not in fields:
-                    fields[child.tag] = child
-            texts = {tag: fields[tag].text for tag in _CLIP_TEXTS if tag in fields}
-            file = fields.get("file")
-            if file is not None and len(file) and file.get("id"):
-                self._seen.setdefault(("file", file.get("id")), file)
-            what = f"{label} {el.tag} {el.get('id') or texts.get('name') or i + 1!r}"
-            start = self.frame(texts.get("start"), "start", what=what)
-            end = self.frame(texts.get("end"), "end", what=what)
-            in_frame = self.frame(texts.get("in"), "in", what=what, default=0)
+                elif field == "file":
+                    if file is None:
+                        file = child
+                elif field == "sequence":
+                    is_nest = True
+                elif field not in texts:
+                    texts[field] = child.text
+            if file is not None and len(file):
+                file_id = file.get("id")
+                if file_id:
+                    self._seen.setdefault(("file", file_id), file)
+            name = texts.get("name")
+            try:  # plain integers, the common case; anything else is read in full below
+                start, end = int(texts["start"]), int(texts["end"])
+                in_text = texts.get("in")
+                in_frame = 0 if in_text is None else int(in_text)
+                if max(abs(start), abs(end), abs(in_frame)) > MAX_FRAME:
+                    raise ValueError
+            except (KeyError, TypeError, ValueError):
+                what = _describe(label, el, name, i)
+                start = self.frame(texts.get("start"), "start", what=what)
+                end = self.frame(texts.get("end"), "end", what=what)
+                in_frame = self.frame(texts.get("in"), "in", what=what, default=0)
             if end == -1:
-                if i + 1 == len(items) or items[i + 1].tag != "transitionitem":
+                if i + 1 == len(items) or tags[i + 1] != "transitionitem":
                     if warn:
                         self.warnings.append(
-                            f"{what}: end is -1 with no transition after it; skipped"
+                            f"{_describe(label, el, name, i)}: end is -1 with no transition "
+                            "after it; skipped"
                         )
                     continue
-                end = cut(i + 1, what, "tail")[1]
-            last = end if last is None else max(last, end)
+                end = cut(i + 1, "tail", i, name)[1]
+            last = end if last is None or end > last else last
             t0 = start
             if start == -1:
-                if i == 0 or items[i - 1].tag != "transitionitem":
+                if i == 0 or tags[i - 1] != "transitionitem":
                     if warn:
                         self.warnings.append(
-                            f"{what}: start is -1 with no transition before it; skipped"
+                            f"{_describe(label, el, name, i)}: start is -1 with no transition "
+                            "before it; skipped"
                         )
                     continue
-                t0, start = cut(i - 1, what, "head")
+                t0, start = cut(i - 1, "head", i, name)
             if end <= start:
                 continue
-            enabled = (texts.get("enabled") or "").strip().upper() != "FALSE"
+            enabled = texts.get("enabled")
             clips.append(
                 _Clip(
                     el,
-                    what,
+                    label,
+                    i,
                     start,
                     end,
                     t0,
                     in_frame,
-                    enabled,
-                    name=texts.get("name") or "",
+                    enabled is None or enabled.strip().upper() != "FALSE",
+                    name=name or "",
                     file=file,
-                    is_nest="sequence" in fields,
+                    is_nest=is_nest,
                     filters=filters,
                 )
             )
@@ -696,25 +727,28 @@ def _plan_track(
         if lo == hi:
             continue
         values: dict[str, float | np.ndarray] = {}
-        source_frames = None
-        for p, curve in reader.curves(clip).items():
-            if isinstance(curve, _Curve):
-                if source_frames is None:  # timeline frame f reads the curve at in + (f - T0)
-                    source_frames = samples.frames[lo:hi] - clip.t0 + clip.in_frame
-                v = curve.at(source_frames)
-            else:
-                v = curve
-            if p in ("x", "y"):  # Premiere normalizes center by the source size, not the sequence's
-                axis = 0 if p == "x" else 1
-                v = v * (reader.source_size(clip.element, seq_size)[axis] / seq_size[axis])
-            low, high = PARAM_RANGES[p]
-            vmin, vmax = (v, v) if isinstance(v, float) else (v.min(), v.max())
-            if not (low <= vmin and vmax <= high):  # False for NaN too
-                raise reader.fail(
-                    f"{clip.what}: {p} reaches {vmax if vmax > high else vmin:g}, "
-                    f"outside {low:g}..{high:g}"
-                )
-            values[p] = v
+        if clip.filters:
+            source_frames = source_size = None
+            for p, curve in reader.curves(clip).items():
+                if isinstance(curve, _Curve):
+                    if source_frames is None:  # timeline frame f reads the curve at in + (f - T0)
+                        source_frames = samples.frames[lo:hi] - clip.t0 + clip.in_frame
+                    v = curve.at(source_frames)
+                else:
+                    v = curve
+                if p in ("x", "y"):  # Premiere normalizes center by the source size
+                    if source_size is None:
+                        source_size = reader.source_size(clip.element, seq_size)
+                    axis = 0 if p == "x" else 1
+                    v = v * (source_size[axis] / seq_size[axis])
+                low, high = PARAM_RANGES[p]
+                vmin, vmax = (v, v) if isinstance(v, float) else (v.min(), v.max())
+                if not (low <= vmin and vmax <= high):  # False for NaN too
+                    raise reader.fail(
+                        f"{clip.what}: {p} reaches {vmax if vmax > high else vmin:g}, "
+                        f"outside {low:g}..{high:g}"
+                    )
+                values[p] = v
         paints.append(_Paint(lo, hi, reader.clip_asset_class(clip, n_track), values))
     return paints
 

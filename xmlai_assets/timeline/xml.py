@@ -63,7 +63,10 @@ def read_timeline_bytes(
             raise TimelineError(path, "file is empty")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(max_bytes + 1)
+            # A read of the size found: asking for `max_bytes` allocates that much up front.
+            data = fh.read(info.st_size + 1)
+            if len(data) > info.st_size:  # the file grew since fstat
+                data += fh.read(max_bytes + 1 - len(data))
     except OSError as exc:
         raise TimelineError(path, f"cannot read file ({exc.strerror or exc})") from exc
     finally:
