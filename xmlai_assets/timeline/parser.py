@@ -300,22 +300,31 @@ class _Reader:
             width, height = 1920, 1080
         return width, height
 
-    def source_size(self, clip: etree._Element, seq_size: tuple[int, int]) -> tuple[int, int]:
-        ref = _child(clip, "file")
+    def source_size(
+        self, clip: etree._Element, seq_size: tuple[int, int], ref: etree._Element | None = None
+    ) -> tuple[int, int]:
+        """(width, height) of what a clip plays: its file's, or its nest's frame; the
+        sequence's when unknown. `ref` is the clip's `<file>` child when the caller has it."""
+        if ref is None:
+            ref = _child(clip, "file")
         key = None if ref is None else ref.get("id")
         if key is not None and key in self._source_sizes:
             return self._source_sizes[key]
         file = self.resolve(ref)
         if file is not None:
-            chars = file.find("media/video/samplecharacteristics")
+            chars = _descendant(file, "media", "video", "samplecharacteristics")
+            if chars is None:  # not under the first of each: a later <media> or <video> may hold it
+                chars = file.find("media/video/samplecharacteristics")
         else:
             nest = self.resolve(_child(clip, "sequence"))
             chars = None if nest is None else nest.find("media/video/format/samplecharacteristics")
         size = seq_size
         if chars is not None:
-            what = f"clip {clip.get('id') or clip.findtext('name')!r} source"
-            w = self.number(chars, "width", what=what, default=0)
-            h = self.number(chars, "height", what=what, default=0)
+            w, h = _plain_float(_text(chars, "width")), _plain_float(_text(chars, "height"))
+            if w is None or h is None:  # missing or not a number: the full reading says which
+                what = f"clip {clip.get('id') or clip.findtext('name')!r} source"
+                w = self.number(chars, "width", what=what, default=0)
+                h = self.number(chars, "height", what=what, default=0)
             size = (int(w), int(h)) if w > 0 and h > 0 else seq_size
         if key is not None:
             self._source_sizes[key] = size
@@ -334,12 +343,12 @@ class _Reader:
                 continue
             for p in effect.iterchildren("parameter"):
                 out = params.get((_first_text(p, "parameterid") or "").strip())
-                if out is None or any(k in curves for k in _outputs(out)):
+                if out is None or out in curves or (out == "center" and "x" in curves):
                     continue  # the first enabled effect of a kind decides
-                curves.update(self.parameter(p, out, f"{clip.what} parameter {out}"))
+                curves.update(self.parameter(p, out, clip))
         return curves
 
-    def parameter(self, p: etree._Element, out: str, what: str) -> dict[str, float | _Curve]:
+    def parameter(self, p: etree._Element, out: str, clip: _Clip) -> dict[str, float | _Curve]:
         value, keys = None, []
         for child in p.iterchildren("value", "keyframe"):
             if child.tag == "keyframe":
@@ -349,9 +358,16 @@ class _Reader:
         if not keys:
             if value is None:
                 return {}
-            v = self.value(value, out, what)
+            if out == "center":  # plain numbers, the common case, need no words for an error
+                x, y = _plain_float(_text(value, "horiz")), _plain_float(_text(value, "vert"))
+                if x is not None and y is not None:
+                    return {"x": x, "y": y}
+            elif (v := _plain_float(value.text)) is not None:
+                return {out: v}
+            v = self.value(value, out, f"{clip.what} parameter {out}")
             return {"x": v[0], "y": v[1]} if out == "center" else {out: v}
         # keyframes decide; a static <value> beside them is ignored
+        what = f"{clip.what} parameter {out}"
         key_what = f"{what} keyframe"
         when_list = [self.frame_axis(_text(k, "when"), "when", what=key_what) for k in keys]
         whens = np.array(when_list)
@@ -534,6 +550,16 @@ def _child(el: etree._Element, tag: str) -> etree._Element | None:
     return next(el.iterchildren(tag), None)
 
 
+def _descendant(el: etree._Element, *tags: str) -> etree._Element | None:
+    """The first child of each tag in turn: where it exists, what `el.find("a/b/c")` finds,
+    without the path parser."""
+    for tag in tags:
+        el = _child(el, tag)
+        if el is None:
+            return None
+    return el
+
+
 def _text(el: etree._Element, tag: str) -> str | None:
     child = next(el.iterchildren(tag), None)
     return None if child is None else child.text
@@ -553,8 +579,13 @@ def _texts(el: etree._Element, *tags: str) -> dict[str, str | None]:
     return out
 
 
-def _outputs(out: str) -> tuple[str, ...]:
-    return ("x", "y") if out == "center" else (out,)
+def _plain_float(text: str | None) -> float | None:
+    """A finite number written plainly, else None (for the reading that names the problem)."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _enabled(el: etree._Element) -> bool:
@@ -738,7 +769,7 @@ def _plan_track(
                     v = curve
                 if p in ("x", "y"):  # Premiere normalizes center by the source size
                     if source_size is None:
-                        source_size = reader.source_size(clip.element, seq_size)
+                        source_size = reader.source_size(clip.element, seq_size, clip.file)
                     axis = 0 if p == "x" else 1
                     v = v * (source_size[axis] / seq_size[axis])
                 low, high = PARAM_RANGES[p]
