@@ -521,9 +521,12 @@ class _Reader:
             return None
         tracks = section.findall("track")
         try:
-            ends = [int(text) for text in _CLIP_ENDS(section)]
-            tails = (
-                next(clip.itersiblings(*ITEM_TAGS), None) for clip in _OPEN_ENDED_CLIPS(section)
+            texts = _CLIP_ENDS(section)
+            ends = [int(text) for text in texts]
+            tails = (  # an end's text knows its <end>, whose parent is the clip
+                next(text.getparent().getparent().itersiblings(*ITEM_TAGS), None)
+                for text, end in zip(texts, ends, strict=True)
+                if end == -1
             )
             cuts = [
                 self.transition_cut(tail, f"{label} transition")[1]
@@ -538,11 +541,9 @@ class _Reader:
         return max((end for end in ends + cuts if end is not None and end != -1), default=None)
 
 
-_CLIP_ENDS = etree.XPath("track/clipitem/end/text() | track/generatoritem/end/text()")
+_CLIP_ENDS = etree.XPath("track/*[self::clipitem or self::generatoritem]/end/text()")
 _CLIP_TEXTS = ("enabled", "start", "end", "in", "name")
 _CLIP_FIELDS = (*_CLIP_TEXTS, "file", "sequence", "filter")
-# clips whose end lies under the transition after them
-_OPEN_ENDED_CLIPS = etree.XPath("track/clipitem[end = -1] | track/generatoritem[end = -1]")
 
 
 def _child(el: etree._Element, tag: str) -> etree._Element | None:
