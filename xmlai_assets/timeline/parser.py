@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
@@ -408,13 +409,22 @@ class _Reader:
         return value
 
     # -- tracks --------------------------------------------------------------------------
-    def transition_cut(self, tr: etree._Element, what: str) -> tuple[int, int]:
-        """(start, cut frame) of a transition: Premiere's cutPoint, else its alignment."""
+    def transition_cut(self, tr: etree._Element, what: Callable[[], str]) -> tuple[int, int]:
+        """(start, cut frame) of a transition: Premiere's cutPoint, else its alignment. `what`
+        names it, for an error."""
         fields = _texts(tr, "start", "end", "cutPoint", "alignment")
-        start = self.frame(fields.get("start"), "start", what=what)
-        end = self.frame(fields.get("end"), "end", what=what)
-        if "cutPoint" in fields:
-            return start, start + self.frame(fields["cutPoint"], "cutPoint", what=what)
+        has_cut = "cutPoint" in fields
+        try:  # plain integers, the common case; anything else is read in full below
+            start, end = int(fields["start"]), int(fields["end"])  # type: ignore[arg-type]
+            offset = int(fields["cutPoint"]) if has_cut else None  # type: ignore[arg-type]
+            if max(abs(start), abs(end), abs(offset or 0)) > MAX_FRAME:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            start = self.frame(fields.get("start"), "start", what=what())
+            end = self.frame(fields.get("end"), "end", what=what())
+            offset = self.frame(fields["cutPoint"], "cutPoint", what=what()) if has_cut else None
+        if offset is not None:
+            return start, start + offset
         alignment = (fields.get("alignment") or "center").strip().lower()
         if alignment in ("start", "start-black"):
             return start, start
@@ -434,8 +444,10 @@ class _Reader:
         def cut(at: int, side: str, clip: int, name: str | None) -> tuple[int, int]:
             """The cut of the transition at `at`, on the `side` of the clip at `clip`."""
             if at not in cuts:
-                what = f"{_describe(label, items[clip], name, clip)} {side} transition"
-                cuts[at] = self.transition_cut(items[at], what)
+                cuts[at] = self.transition_cut(
+                    items[at],
+                    lambda: f"{_describe(label, items[clip], name, clip)} {side} transition",
+                )
             return cuts[at]
 
         clips, last = [], None
@@ -529,7 +541,7 @@ class _Reader:
                 if end == -1
             )
             cuts = [
-                self.transition_cut(tail, f"{label} transition")[1]
+                self.transition_cut(tail, lambda: f"{label} transition")[1]
                 for tail in tails
                 if tail is not None and tail.tag == "transitionitem"
             ]
