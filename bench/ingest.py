@@ -19,7 +19,7 @@ from xmlai_assets.paths import MASTER_CSV, PROJECT_ROOT, DataLayout, list_timeli
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import parse_timeline
 from xmlai_assets.timeline.ingest import build_master_csv, ingest_timeline_file
-from xmlai_assets.timeline.xml import read_xmeml
+from xmlai_assets.timeline.xml import FASTBINS_OFF, read_xmeml
 
 EXTERNAL = PROJECT_ROOT.parent / "shared" / "external_xml"
 
@@ -50,6 +50,9 @@ def otio_reader():
 
 def bench_file(path: Path, repeat: int) -> None:
     print(f"\n{path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+    # set when the parser loads, as in every process of the service; every reader below runs
+    # with the same allocator
+    print(f"  glibc fastbins             {'off' if FASTBINS_OFF else 'as the platform has them'}")
     t = interleaved_best(
         {
             "bare": lambda: etree.fromstring(path.read_bytes()),

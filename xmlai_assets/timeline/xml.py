@@ -27,20 +27,21 @@ class TimelineError(ValueError):
 M_MXFAST = 1  # glibc's mallopt parameter: the largest chunk kept in a fastbin
 
 
-def _free_small_chunks_at_once() -> None:
-    """Turn glibc's fastbins off in this process. A parsed export is about 100,000 chunks of
-    under 128 bytes; freed into fastbins, they wait for the next large allocation, which then
-    coalesces them all at once (5 ms after a 2 MB export, more than its tree took to free).
-    Without fastbins each chunk is coalesced as it is freed, which costs less in all. Python's
-    own objects come from its small-object allocator and are not affected."""
+def _free_small_chunks_at_once() -> bool:
+    """Turn glibc's fastbins off in this process; True where that was done. A parsed export is
+    about 100,000 chunks of under 128 bytes; freed into fastbins, they wait for the next large
+    allocation, which then coalesces them all at once (5 ms after a 2 MB export, more than its
+    tree took to free). Without fastbins each chunk is coalesced as it is freed, which costs
+    less in all. Python's own objects come from its small-object allocator: not affected."""
     try:
         if sys.platform == "linux" and os.confstr("CS_GNU_LIBC_VERSION"):
-            ctypes.CDLL(None).mallopt(M_MXFAST, 0)
+            return ctypes.CDLL(None).mallopt(M_MXFAST, 0) == 1
     except (ValueError, OSError, AttributeError):  # not glibc: its allocator stays as it is
         pass
+    return False
 
 
-_free_small_chunks_at_once()
+FASTBINS_OFF = _free_small_chunks_at_once()
 
 
 def _parser() -> etree.XMLParser:
