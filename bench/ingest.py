@@ -20,7 +20,7 @@ from xmlai_assets.paths import MASTER_CSV, PROJECT_ROOT, DataLayout, list_timeli
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import parse_timeline
 from xmlai_assets.timeline.ingest import build_master_csv, ingest_timeline_file
-from xmlai_assets.timeline.xml import FASTBINS_OFF, read_xmeml
+from xmlai_assets.timeline.xml import read_xmeml, small_chunks_freed_at_once
 
 EXTERNAL = PROJECT_ROOT.parent / "shared" / "external_xml"
 
@@ -77,11 +77,24 @@ def lxml_floor(path: Path, columns: dict) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)
 
 
+def alike(fn):
+    """`fn` under the allocator setting that parse_timeline runs under, so that no reader
+    leaves its freed tree for the next one to coalesce."""
+
+    def run():
+        with small_chunks_freed_at_once():
+            fn()  # what it returns, a tree for some, is freed here, under the same setting
+
+    return run
+
+
 def bench_file(path: Path, repeat: int) -> None:
     print(f"\n{path.name} ({path.stat().st_size / 1e6:.1f} MB)")
-    # set when the parser loads, as in every process of the service; every reader below runs
-    # with the same allocator
-    print(f"  glibc fastbins             {'off' if FASTBINS_OFF else 'as the platform has them'}")
+    with small_chunks_freed_at_once() as off:
+        print(
+            f"  glibc fastbins             {'off' if off else 'as the platform has them'}", end=""
+        )
+        print(" while each reader runs")
     frame = parse_timeline(path)
     columns = {  # the arrays parse_timeline hands to pandas: NumPy, and the two categoricals
         name: col.array if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()
@@ -89,9 +102,9 @@ def bench_file(path: Path, repeat: int) -> None:
     }
     t = interleaved_best(
         {
-            "bare": lambda: etree.fromstring(path.read_bytes()),
-            "hardened": lambda: read_xmeml(path),
-            "floor": lambda: lxml_floor(path, columns),
+            "bare": alike(lambda: etree.fromstring(path.read_bytes())),
+            "hardened": alike(lambda: read_xmeml(path)),
+            "floor": alike(lambda: lxml_floor(path, columns)),
             "ours": lambda: parse_timeline(path),
         },
         repeat,
@@ -118,8 +131,8 @@ def bench_file(path: Path, repeat: int) -> None:
     # each other in a folder
     o = interleaved_best(
         {
-            "otio": lambda: read(path),
-            "floor": lambda: lxml_floor(path, columns),
+            "otio": alike(lambda: read(path)),
+            "floor": alike(lambda: lxml_floor(path, columns)),
             "ours": lambda: parse_timeline(path),
         },
         5,

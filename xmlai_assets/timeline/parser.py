@@ -35,7 +35,12 @@ from xmlai_assets.timeline.schema import (
     TRACK_PARAMS,
     track_column,
 )
-from xmlai_assets.timeline.xml import DEFAULT_MAX_BYTES, TimelineError, read_xmeml
+from xmlai_assets.timeline.xml import (
+    DEFAULT_MAX_BYTES,
+    TimelineError,
+    read_xmeml,
+    small_chunks_freed_at_once,
+)
 
 log = logging.getLogger(__name__)
 
@@ -644,6 +649,18 @@ def parse_timeline_with_info(
 ) -> tuple[pd.DataFrame, TimelineInfo]:
     """Like `parse_timeline`, also returning what was learned about the timeline. `data` is
     the file's content when the caller has read it already (the file is then not opened)."""
+    with small_chunks_freed_at_once():  # the document's tree is freed on return from this call
+        return _parse(path, sample_rate_hz, max_bytes, max_seconds, rules, data)
+
+
+def _parse(
+    path: str | os.PathLike[str],
+    sample_rate_hz: float,
+    max_bytes: int,
+    max_seconds: float,
+    rules: AssetRules,
+    data: bytes | None,
+) -> tuple[pd.DataFrame, TimelineInfo]:
     path = Path(path)
     if not 0 < sample_rate_hz <= TIMEBASE_RANGE[1]:
         raise ValueError(f"sample_rate_hz must be in (0, {TIMEBASE_RANGE[1]:g}]: {sample_rate_hz}")
