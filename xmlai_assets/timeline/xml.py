@@ -1,4 +1,5 @@
-"""One hardened lxml parser for untrusted timeline exports."""
+"""One hardened lxml parser for untrusted timeline exports, and the allocator setting its trees
+are freed under."""
 
 from __future__ import annotations
 
