@@ -20,6 +20,7 @@ from xmlai_assets.paths import MASTER_CSV, PROJECT_ROOT, DataLayout, list_timeli
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline import parse_timeline
 from xmlai_assets.timeline.ingest import build_master_csv, ingest_timeline_file
+from xmlai_assets.timeline.parser import _CLIP_FIELDS, ITEM_TAGS
 from xmlai_assets.timeline.xml import read_xmeml, small_chunks_freed_at_once
 
 EXTERNAL = PROJECT_ROOT.parent / "shared" / "external_xml"
@@ -49,10 +50,6 @@ def otio_reader():
     return lambda path: otio.adapters.read_from_file(str(path), adapter_name="fcp_xml")
 
 
-ITEMS = ("clipitem", "generatoritem", "transitionitem")
-CLIP_FIELDS = ("enabled", "start", "end", "in", "name", "file", "sequence", "filter")
-
-
 def lxml_floor(path: Path, columns: dict) -> pd.DataFrame:
     """The least an lxml reader of this file does: the hardened parse, the text of every element
     the frames depend on (the video items' fields, their filters' parameters, the audio items'
@@ -61,8 +58,8 @@ def lxml_floor(path: Path, columns: dict) -> pd.DataFrame:
     seq = read_xmeml(path).find("sequence")
     texts = []
     for track in seq.iterfind("media/video/track"):
-        for item in track.iterchildren(*ITEMS):
-            for field in item.iterchildren(*CLIP_FIELDS):
+        for item in track.iterchildren(*ITEM_TAGS):
+            for field in item.iterchildren(*_CLIP_FIELDS):
                 if field.tag != "filter":
                     texts.append(field.text)
                     continue
@@ -72,7 +69,7 @@ def lxml_floor(path: Path, columns: dict) -> pd.DataFrame:
                         for key in param.iterchildren("keyframe"):
                             texts.extend(v.text for v in key.iterchildren("when", "value"))
     for track in seq.iterfind("media/audio/track"):
-        for item in track.iterchildren(*ITEMS):
+        for item in track.iterchildren(*ITEM_TAGS):
             texts.extend(end.text for end in item.iterchildren("end"))
     return pd.DataFrame(columns, copy=False)
 
@@ -91,10 +88,8 @@ def alike(fn):
 def bench_file(path: Path, repeat: int) -> None:
     print(f"\n{path.name} ({path.stat().st_size / 1e6:.1f} MB)")
     with small_chunks_freed_at_once() as off:
-        print(
-            f"  glibc fastbins             {'off' if off else 'as the platform has them'}", end=""
-        )
-        print(" while each reader runs")
+        fastbins = "off while each reader runs" if off else "as the platform has them"
+    print(f"  glibc fastbins             {fastbins}")
     frame = parse_timeline(path)
     columns = {  # the arrays parse_timeline hands to pandas: NumPy, and the two categoricals
         name: col.array if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()

@@ -57,8 +57,8 @@ def small_chunks_freed_at_once() -> Iterator[bool]:
     A parsed export is about 100,000 chunks of under 128 bytes. Freed into fastbins, they wait
     for the next large allocation, which then coalesces them all at once: 5 ms after a 2 MB
     export, more than freeing its tree took. Without fastbins each chunk is coalesced as it is
-    freed, which costs less in all. They come back afterwards: torch's many small allocations
-    run about 3% faster with them."""
+    freed, which costs less in all. They come back afterwards: with them off for a whole
+    process, the model and feature tests ran 3% slower."""
     global _fastbins_off
     if _MALLOPT is None:
         yield False
