@@ -9,9 +9,10 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 
 from lxml import etree
 
@@ -76,14 +77,22 @@ def small_chunks_freed_at_once() -> Iterator[bool]:
                 _MALLOPT(M_MXFAST, DEFAULT_MXFAST)
 
 
+# What makes a parse of an untrusted file safe: entities stay unresolved, nothing is fetched, no
+# DTD is loaded, and lxml's size limits hold.
+HARDENING: Mapping[str, bool] = MappingProxyType(
+    {
+        "resolve_entities": False,
+        "no_network": True,
+        "load_dtd": False,
+        "dtd_validation": False,
+        "huge_tree": False,
+    }
+)
+
+
 def _parser() -> etree.XMLParser:
-    # Entities stay unresolved, nothing is fetched, no DTD is loaded, and lxml's size limits hold.
     return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
+        **HARDENING,
         remove_comments=True,
         remove_pis=True,
         # Whitespace between elements carries nothing in xmeml; dropping it halves the nodes.
