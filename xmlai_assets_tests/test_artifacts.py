@@ -4,12 +4,13 @@ which takes the object-store code path: one PUT per object, exclusive create).""
 
 import hashlib
 import multiprocessing
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from xmlai_assets.artifacts import ArtifactExists, ArtifactStore
+from xmlai_assets.artifacts import REMOTE_READS_IN_FLIGHT, ArtifactExists, ArtifactStore
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -102,3 +103,33 @@ def test_names_that_leave_the_store_are_refused(store, name):
         store.write_bytes(name, b"x")
     with pytest.raises(ValueError, match="not an artifact name"):
         store.read_bytes(name)
+    with pytest.raises(ValueError, match="not an artifact name"):
+        store.read_each(["fine.json", name])
+
+
+def test_read_each_gives_every_name_its_bytes_or_its_error(store):
+    store.write_bytes("r/a.json", b"1")
+    store.write_bytes("r/b.json", b"22")
+    found = store.read_each(["r/b.json", "r/gone.json", "r/a.json", "r/b.json"])
+    assert list(found) == ["r/b.json", "r/gone.json", "r/a.json"]  # once each, in order
+    assert found["r/a.json"] == b"1" and found["r/b.json"] == b"22"
+    assert isinstance(found["r/gone.json"], FileNotFoundError)
+    assert store.read_each([]) == {} and store.read_each(["r/a.json"]) == {"r/a.json": b"1"}
+
+
+def test_read_each_on_a_remote_store_has_its_reads_in_flight_together(monkeypatch):
+    """Each read waits until all of them have begun: read one after another, the first
+    would wait alone and the barrier would break."""
+    store = ArtifactStore(f"memory://test-{uuid.uuid4().hex}/store")
+    names = [f"r/{i}.json" for i in range(REMOTE_READS_IN_FLIGHT)]
+    for name in names:
+        store.write_bytes(name, name.encode())
+    all_begun = threading.Barrier(len(names), timeout=30)
+    read = store.read_bytes
+
+    def read_when_all_have_begun(name, limit=None):
+        all_begun.wait()
+        return read(name, limit)
+
+    monkeypatch.setattr(store, "read_bytes", read_when_all_have_begun)
+    assert store.read_each(names) == {name: name.encode() for name in names}

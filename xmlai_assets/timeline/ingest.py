@@ -7,7 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
@@ -175,12 +175,24 @@ def is_current(report: dict | None, xml_sha256: str | None) -> bool:
 
 
 def read_report(layout: DataLayout, name: str) -> dict | None:
+    """The report of `name`'s last parse; None where there is none, or none that can be read."""
+    return read_reports(layout, [name])[name]
+
+
+def read_reports(layout: DataLayout, names: Iterable[str]) -> dict[str, dict | None]:
+    """`read_report` of each name, read together (`ArtifactStore.read_each`)."""
+    reports = {name: frames_report(name) for name in names}
+    found = layout.artifacts.read_each(reports.values())
+    return {name: _report(name, found[report]) for name, report in reports.items()}
+
+
+def _report(name: str, data: bytes | OSError) -> dict | None:
+    if isinstance(data, OSError):
+        return None  # none, or one that cannot be read: the file is parsed again
     try:
-        report = json.loads(layout.artifacts.read_bytes(frames_report(name)))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # a damaged report counts as none: the file is parsed again
+        report = json.loads(data)
+    except ValueError:
+        return None  # a damaged report counts as none
     return report if isinstance(report, dict) and report.get("file") == name else None
 
 
@@ -201,9 +213,9 @@ def folder_version(layout: DataLayout) -> FolderState:
     """The watched folder's files, their content hashes and their reports (each read once). A
     file whose size and modification time match its report is not read again; any other is
     hashed."""
-    hashes, reports = {}, {}
-    for name in list_timeline_files(layout.timelines_dir):
-        report = reports[name] = read_report(layout, name)
+    hashes = {}
+    reports = read_reports(layout, list_timeline_files(layout.timelines_dir))
+    for name, report in reports.items():
         try:
             st = (layout.timelines_dir / name).stat()
             known = report or {}
@@ -249,9 +261,9 @@ def build_master_csv(
     owners: dict[str, str] = {}  # case-folded video id -> the file that has it
     included: dict[str, Path] = {}  # file name -> its frames table, read once (a local file)
     inputs = hashlib.sha256()
+    reports = read_reports(layout, sorted(names))
     with ExitStack() as copies:
-        for name in sorted(names):
-            report = read_report(layout, name)
+        for name, report in reports.items():
             if report is not None and report["status"] == "ok":
                 try:
                     frames = copies.enter_context(store.reading(frames_parquet(name)))

@@ -126,6 +126,17 @@ def test_create_only_writes_on_a_real_object_store_have_one_winner(on_s3):
     assert_one_of_many_creators_wins(ArtifactStore(f"s3://{BUCKET}/race-{uuid.uuid4().hex}"), 24)
 
 
+def test_reads_of_many_artifacts_go_together_on_a_real_object_store(on_s3):
+    store = ArtifactStore(f"s3://{BUCKET}/reports-{uuid.uuid4().hex}")
+    names = [f"frames/{i}.json" for i in range(40)]
+    for name in names[::2]:
+        store.write_bytes(name, name.encode())
+    found = store.read_each(names)
+    assert list(found) == names
+    assert all(found[name] == name.encode() for name in names[::2])
+    assert all(isinstance(found[name], FileNotFoundError) for name in names[1::2])
+
+
 def test_versions_and_a_stale_champion_swap_on_a_real_object_store(on_s3):
     import torch
 

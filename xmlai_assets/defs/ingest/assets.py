@@ -24,7 +24,7 @@ from xmlai_assets.timeline.ingest import (
     folder_version,
     ingest_timeline_files,
     parse_workers,
-    read_report,
+    read_reports,
 )
 from xmlai_assets.timeline.parser import DEFAULT_MAX_SECONDS
 from xmlai_assets.timeline.schema import COLUMNS
@@ -223,8 +223,7 @@ def all_timelines_parsed(
     keys = context.instance.get_dynamic_partitions(timeline_files.name)
     event = context.instance.get_latest_materialization_event(master_training_data.key)
     left_out = dict(event.asset_materialization.metadata["failed_files"].data) if event else {}
-    for key in keys:
-        report = read_report(paths.layout, key)
+    for key, report in read_reports(paths.layout, keys).items():
         if report is None:
             left_out.setdefault(key, "not parsed yet")
         elif report["status"] != "ok":
