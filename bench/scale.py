@@ -7,10 +7,12 @@
    changed, and a tick after one file changed, with the cursor's size;
 3. the same files on the cluster profile (PostgreSQL, Redis, S3, Celery, started here on
    loopback): `xmlai-assets run --no-train` with one Celery worker and one parse run, then with
-   two workers and two parse runs (`--parse-runs`), each process parsing one file at a time.
+   two workers and two parse runs (`--parse-runs`), each process parsing one file at a time;
+4. the reports of 2,000 files on that S3 server, as the sensor's changed tick, the master CSV
+   and its check read them: one after another, and together (`read_reports`).
 
     .venv/bin/python bench/scale.py [--files 1100] [--sensor-files 10000] [--workers 2]
-                                    [--parts 1,2,3]
+                                    [--report-files 2000] [--parts 1,2,3,4]
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ import dagster as dg
 from xmlai_assets.defs import automation
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.preprocess import preprocess
-from xmlai_assets.paths import DataLayout, list_timeline_files
+from xmlai_assets.paths import DataLayout, frames_report, list_timeline_files
 from xmlai_assets.synth import generate_timeline
-from xmlai_assets.timeline.ingest import build_master_csv, ingest_timeline_files
+from xmlai_assets.timeline.ingest import (
+    build_master_csv,
+    ingest_timeline_file,
+    ingest_timeline_files,
+    read_report,
+    read_reports,
+)
 
 
 def write_corpus(folder: Path, count: int) -> None:
@@ -192,12 +200,51 @@ def cluster_parse(tmp: Path, timelines: Path, args) -> None:
     )
 
 
+def s3_reports(tmp: Path, args) -> None:
+    from xmlai_assets_tests.cluster import servers
+
+    count = args.report_files
+    print(f"\n4. the reports of {count:,} files on the S3 server (loopback)")
+    local = DataLayout.at(tmp / "one-report")
+    generate_timeline(0, seconds=5, name="f").write(local.timelines_dir)
+    ingest_timeline_file(local, "f.xml")
+    report = local.artifacts.read_bytes(frames_report("f.xml"))
+    names = [f"f{i:06d}.xml" for i in range(count)]
+    (tmp / "s3-reports").mkdir()
+    with servers.s3(tmp / "s3-reports") as s3_env:
+        os.environ.update(s3_env)
+        layout = DataLayout.at(tmp / "s3", data_url=f"s3://{servers.BUCKET}/reports")
+        for name in names:
+            layout.artifacts.write_bytes(
+                frames_report(name), report.replace(b'"f.xml"', f'"{name}"'.encode())
+            )
+        ways = {
+            "one after another": lambda: {name: read_report(layout, name) for name in names},
+            "together": lambda: read_reports(layout, names),
+        }
+        best, found = {way: float("inf") for way in ways}, {}
+        for _ in range(3):  # interleaved: a slow spell of the machine hits both
+            for way, read in ways.items():
+                t = time.perf_counter()
+                found[way] = read()
+                best[way] = min(best[way], time.perf_counter() - t)
+    assert found["one after another"] == found["together"]
+    assert all(found["together"].values()), "a report was not read"
+    for way, seconds in best.items():
+        print(f"  {way:<29} {seconds:7.2f} s")
+    print(
+        f"  one after another / together  {best['one after another'] / best['together']:7.1f} x"
+        "   (each read a loopback round trip here; an object store across a network has longer ones)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=1100)
     parser.add_argument("--sensor-files", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default: all)")
+    parser.add_argument("--report-files", type=int, default=2000)
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run (default: all)")
     args = parser.parse_args()
     parts = {int(part) for part in args.parts.split(",")}
     print(f"{os.cpu_count()} CPU cores")
@@ -211,6 +258,8 @@ def main() -> None:
             sensor_ticks(tmp, args)
         if 3 in parts:
             cluster_parse(tmp, timelines, args)
+        if 4 in parts:
+            s3_reports(tmp, args)
 
 
 if __name__ == "__main__":
