@@ -56,6 +56,11 @@ ARTIFACTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The training state between epochs, named as an artifact: the training host writes it to its
+# data folder, and to the artifact store where that is remote (a pod's disk goes with the pod).
+TRAIN_CHECKPOINT = "checkpoints/trained_model.pt"
+
+
 @dataclass(frozen=True)
 class DataLayout:
     """Where the pipeline reads and writes: timeline exports in a local folder, artifacts in a
@@ -133,8 +138,9 @@ class DataLayout:
 
     @property
     def train_checkpoint(self) -> Path:
-        """Scratch space of the training host: always local."""
-        return self.data_dir / "checkpoints" / "trained_model.pt"
+        """Scratch space of the training host: always local. Where the artifacts are remote, a
+        copy of it is kept there too, as the artifact `TRAIN_CHECKPOINT`."""
+        return self.data_dir / TRAIN_CHECKPOINT
 
 
 class UnsafeTimelineKey(ValueError):

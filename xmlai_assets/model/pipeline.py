@@ -16,14 +16,18 @@ import io
 import json
 import math
 import platform
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import sklearn
 import torch
 
+from xmlai_assets.atomic import atomic_path
 from xmlai_assets.model.config import BASELINES, MODEL_VERSION
 from xmlai_assets.model.data import BatchIterator, MultiTrackDataset
 from xmlai_assets.model.evaluate import (
@@ -51,7 +55,7 @@ from xmlai_assets.model.train import (
     train,
 )
 from xmlai_assets.model.transformer import count_parameters
-from xmlai_assets.paths import SCALERS_JSON, SPLITS, DataLayout, sequences_npz
+from xmlai_assets.paths import SCALERS_JSON, SPLITS, TRAIN_CHECKPOINT, DataLayout, sequences_npz
 from xmlai_assets.timeline.schema import CONTINUOUS_PARAMS
 from xmlai_assets.timeline.tables import file_sha256
 
@@ -208,6 +212,33 @@ def decide_promotion(
     )
 
 
+def fetch_checkpoint(layout: DataLayout, log: Callable[[str], None] = print) -> bool:
+    """The remote artifact store's copy of the training checkpoint, where it has one, becomes
+    the local checkpoint (a training pod starts on an empty disk). Returns whether it did."""
+    store = layout.artifacts
+    try:
+        with store.reading(TRAIN_CHECKPOINT) as copy, atomic_path(layout.train_checkpoint) as tmp:
+            shutil.copyfile(copy, tmp)
+    except FileNotFoundError:
+        return False
+    log(f"checkpoint fetched from {store.location(TRAIN_CHECKPOINT)}")
+    return True
+
+
+def keep_checkpoint(layout: DataLayout, path: Path, log: Callable[[str], None] = print) -> None:
+    """A copy of the checkpoint just written to `path`, in the remote artifact store. A copy
+    that fails is said and training goes on: the next checkpoint tries again."""
+    store = layout.artifacts
+    try:
+        with store.writing(TRAIN_CHECKPOINT) as tmp:
+            shutil.copyfile(path, tmp)
+    except OSError as exc:
+        log(
+            f"warning: checkpoint not copied to {store.location(TRAIN_CHECKPOINT)} "
+            f"({type(exc).__name__}: {str(exc)[:200]}); training goes on"
+        )
+
+
 def fit_model(
     layout: DataLayout,
     config: TrainConfig,
@@ -226,6 +257,9 @@ def fit_model(
     # what the baselines know of the training split: the model starts from it, and the
     # scorecard's baselines are it
     priors = Priors.from_training(BatchIterator(train_data, 256, shuffle=False))
+    remote = layout.artifacts.local_path() is None
+    if remote:
+        fetch_checkpoint(layout, log)
     result = train(
         train_data,
         val_data,
@@ -234,6 +268,7 @@ def fit_model(
         data_version=data_key,
         log=log,
         priors=priors,
+        on_checkpoint=partial(keep_checkpoint, layout, log=log) if remote else None,
     )
 
     if distributed_rank()[0] != 0:
@@ -326,6 +361,8 @@ def fit_model(
         log(f"{version.name} is not promoted: {promotion.reason}")
     # the run is complete and its version written: a rerun starts afresh
     layout.train_checkpoint.unlink(missing_ok=True)
+    if remote:
+        layout.artifacts.delete(TRAIN_CHECKPOINT)
     return ModelSummary(
         result=result,
         metrics=metrics,

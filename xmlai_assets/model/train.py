@@ -182,6 +182,7 @@ def train(
     after_epoch: Callable[[EpochRecord], None] | None = None,
     deferred_guard: bool | None = None,
     priors: Priors | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train a MultiTrackTransformer on next-step prediction and return the best epoch's model.
 
@@ -195,7 +196,8 @@ def train(
     After the epoch that ends `checkpoint_minutes` after the last checkpoint, the whole
     training state is written to `checkpoint` atomically. When that file holds the state of a
     run with the same settings and `data_version`, training picks up after its epoch; on CPU
-    the result equals an uninterrupted run.
+    the result equals an uninterrupted run. `on_checkpoint` is called with the file after each
+    write (to keep a copy elsewhere).
 
     A model with the prior starts from `priors` (the training split's baselines; counted here
     when not given).
@@ -256,6 +258,8 @@ def train(
             due = since_saved >= 60.0 * config.checkpoint_minutes
             if checkpoint_path is not None and due and run.rank == 0:
                 save_checkpoint(checkpoint_path, {"key": key, **run.checkpoint()})
+                if on_checkpoint is not None:
+                    on_checkpoint(checkpoint_path)
                 saved_at = time.perf_counter()
             if after_epoch is not None:
                 after_epoch(record)

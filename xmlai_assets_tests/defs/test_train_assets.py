@@ -262,6 +262,59 @@ def test_the_whole_lineage_on_a_store_url_writes_the_bytes_of_the_local_default(
     assert reports[0]["frames_sha256"] == reports[1]["frames_sha256"]
 
 
+def test_training_on_a_store_url_resumes_on_an_empty_disk_from_the_stores_checkpoint(tmp_path):
+    """A training pod's disk goes with the pod: where the artifacts are remote, each checkpoint
+    is copied there, a new host resumes from that copy, and a finished run removes it."""
+    import uuid
+
+    from xmlai_assets.model.pipeline import fit_model
+    from xmlai_assets.model.train import TrainConfig
+    from xmlai_assets.paths import TRAIN_CHECKPOINT
+
+    layout = DataLayout.at(tmp_path / "pod", data_url=f"memory://xmlai-{uuid.uuid4().hex}")
+    for seed in range(5):
+        generate_timeline(seed, seconds=12, name=f"tl {seed}").write(layout.timelines_dir)
+    with dg.instance_for_test() as instance:
+        assert run_pipeline(layout, instance, train=False)
+    settings = TINY["ops"]["trained_model"]["config"]
+    config = TrainConfig(**{**settings, "epochs": 4, "patience": 10, "checkpoint_minutes": 0})
+
+    class PodLost(Exception):
+        pass
+
+    def lost_in_epoch_3(line: str) -> None:
+        if line.startswith("epoch 3/"):  # logged before epoch 3's checkpoint is written
+            raise PodLost
+
+    with pytest.raises(PodLost):
+        fit_model(layout, config, log=lost_in_epoch_3)
+    assert layout.artifacts.exists(TRAIN_CHECKPOINT)
+    layout.train_checkpoint.unlink()  # a new pod: nothing on its disk
+    lines = []
+    summary = fit_model(layout, config, log=lines.append)
+    assert any(line.startswith("checkpoint fetched from memory://") for line in lines), lines
+    assert summary.result.resumed_from_epoch == 2
+    assert [r.epoch for r in summary.result.history] == [1, 2, 3, 4]
+    assert not layout.artifacts.exists(TRAIN_CHECKPOINT)
+    assert not layout.train_checkpoint.exists()
+
+
+def test_a_checkpoint_copy_that_fails_is_said_and_leaves_nothing(tmp_path):
+    import uuid
+
+    from xmlai_assets.model.pipeline import keep_checkpoint
+    from xmlai_assets.paths import TRAIN_CHECKPOINT
+
+    layout = DataLayout.at(tmp_path, data_url=f"memory://xmlai-{uuid.uuid4().hex}")
+    lines = []
+    keep_checkpoint(layout, tmp_path / "gone.pt", log=lines.append)  # nothing to copy
+    assert len(lines) == 1 and lines[0].startswith(
+        f"warning: checkpoint not copied to {layout.artifacts.location(TRAIN_CHECKPOINT)}"
+    )
+    assert lines[0].endswith("training goes on")
+    assert not layout.artifacts.exists(TRAIN_CHECKPOINT)
+
+
 def test_promotion_needs_every_baseline_and_the_champion_beaten():
     from xmlai_assets.model.pipeline import decide_promotion
 

@@ -88,6 +88,23 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, data, schedu
         assert torch.equal(x, y)
 
 
+def test_each_checkpoint_is_handed_on_once_written(tmp_path, data):
+    checkpoint, seen = tmp_path / "ckpt.pt", []
+
+    def on_checkpoint(path):
+        seen.append((path, torch.load(path, weights_only=True)["state"]["epoch"]))
+
+    train(
+        *data,
+        TrainConfig(**TINY, epochs=3),
+        checkpoint=checkpoint,
+        data_version="d1",
+        log=quiet,
+        on_checkpoint=on_checkpoint,
+    )
+    assert seen == [(checkpoint, 1), (checkpoint, 2), (checkpoint, 3)]
+
+
 def test_a_checkpoint_of_other_settings_or_data_is_not_resumed(tmp_path, data):
     checkpoint = tmp_path / "ckpt.pt"
     train(*data, TrainConfig(**TINY, epochs=1), checkpoint=checkpoint, data_version="d1", log=quiet)
