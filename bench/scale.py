@@ -8,8 +8,9 @@
 3. the same files on the cluster profile (PostgreSQL, Redis, S3, Celery, started here on
    loopback): `xmlai-assets run --no-train` with one Celery worker and one parse run, then with
    two workers and two parse runs (`--parse-runs`), each process parsing one file at a time;
-4. the reports of 2,000 files on that S3 server, as the sensor's changed tick, the master CSV
-   and its check read them: one after another, and together (`read_reports`).
+4. the reports and frames tables of 2,000 files on that S3 server, as the sensor's changed
+   tick and the master CSV read them: one after another, and together (`read_reports`,
+   `ArtifactStore.reading_each`).
 
     .venv/bin/python bench/scale.py [--files 1100] [--sensor-files 10000] [--workers 2]
                                     [--report-files 2000] [--parts 1,2,3,4]
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import dagster as dg
@@ -31,7 +33,7 @@ import dagster as dg
 from xmlai_assets.defs import automation
 from xmlai_assets.defs.resources import DataPaths
 from xmlai_assets.features.preprocess import preprocess
-from xmlai_assets.paths import DataLayout, frames_report, list_timeline_files
+from xmlai_assets.paths import DataLayout, frames_parquet, frames_report, list_timeline_files
 from xmlai_assets.synth import generate_timeline
 from xmlai_assets.timeline.ingest import (
     build_master_csv,
@@ -204,38 +206,51 @@ def s3_reports(tmp: Path, args) -> None:
     from xmlai_assets_tests.cluster import servers
 
     count = args.report_files
-    print(f"\n4. the reports of {count:,} files on the S3 server (loopback)")
+    print(f"\n4. the reports and frames tables of {count:,} files on the S3 server (loopback)")
     local = DataLayout.at(tmp / "one-report")
     generate_timeline(0, seconds=5, name="f").write(local.timelines_dir)
     ingest_timeline_file(local, "f.xml")
     report = local.artifacts.read_bytes(frames_report("f.xml"))
+    table = local.artifacts.read_bytes(frames_parquet("f.xml"))
     names = [f"f{i:06d}.xml" for i in range(count)]
+    tables = [frames_parquet(name) for name in names]
     (tmp / "s3-reports").mkdir()
     with servers.s3(tmp / "s3-reports") as s3_env:
         os.environ.update(s3_env)
         layout = DataLayout.at(tmp / "s3", data_url=f"s3://{servers.BUCKET}/reports")
+        store = layout.artifacts
         for name in names:
-            layout.artifacts.write_bytes(
-                frames_report(name), report.replace(b'"f.xml"', f'"{name}"'.encode())
-            )
-        ways = {
-            "one after another": lambda: {name: read_report(layout, name) for name in names},
-            "together": lambda: read_reports(layout, names),
+            store.write_bytes(frames_report(name), report.replace(b'"f.xml"', f'"{name}"'.encode()))
+            store.write_bytes(frames_parquet(name), table)
+
+        def fetch_in_turn() -> dict:
+            with ExitStack() as copies:
+                found = [copies.enter_context(store.reading(name)) for name in tables]
+                return {name: path.read_bytes() for name, path in zip(tables, found, strict=True)}
+
+        def fetch_together() -> dict:
+            with store.reading_each(tables) as found:
+                return {name: path.read_bytes() for name, path in found.items()}
+
+        ways = {  # (what, how): read
+            ("reports", "one after another"): lambda: {n: read_report(layout, n) for n in names},
+            ("reports", "together"): lambda: read_reports(layout, names),
+            ("frames tables", "one after another"): fetch_in_turn,
+            ("frames tables", "together"): fetch_together,
         }
-        best, found = {way: float("inf") for way in ways}, {}
-        for _ in range(3):  # interleaved: a slow spell of the machine hits both
+        best, found = dict.fromkeys(ways, float("inf")), {}
+        for _ in range(3):  # interleaved: a slow spell of the machine hits all alike
             for way, read in ways.items():
                 t = time.perf_counter()
                 found[way] = read()
                 best[way] = min(best[way], time.perf_counter() - t)
-    assert found["one after another"] == found["together"]
-    assert all(found["together"].values()), "a report was not read"
-    for way, seconds in best.items():
-        print(f"  {way:<29} {seconds:7.2f} s")
-    print(
-        f"  one after another / together  {best['one after another'] / best['together']:7.1f} x"
-        "   (each read a loopback round trip here; an object store across a network has longer ones)"
-    )
+    for what in ("reports", "frames tables"):
+        apart, together = (what, "one after another"), (what, "together")
+        assert found[apart] == found[together] and all(found[together].values())
+        print(f"  {what + ', one after another':<34}{best[apart]:7.2f} s")
+        print(f"  {what + ', together':<34}{best[together]:7.2f} s")
+        print(f"  {'one after another / together':<34}{best[apart] / best[together]:7.1f} x")
+    print("  (a loopback round trip each here; an object store across a network has longer ones)")
 
 
 def main() -> None:

@@ -118,19 +118,41 @@ class ArtifactStore:
     def reading(self, name: str) -> Iterator[Path]:
         """A local file holding `name`: the artifact itself on a local store, else a temporary
         copy removed when the block ends. `FileNotFoundError` when there is no such artifact."""
+        with self.reading_each([name]) as found:
+            if isinstance(found[name], FileNotFoundError):
+                raise found[name]
+            yield found[name]
+
+    @contextlib.contextmanager
+    def reading_each(self, names: Iterable[str]) -> Iterator[dict[str, Path | FileNotFoundError]]:
+        """`reading` of each name: a local file, or `FileNotFoundError` where there is no such
+        artifact. On a remote store the copies are fetched `REMOTE_READS_IN_FLIGHT` at a time
+        and removed when the block ends; any other error of a fetch is raised."""
+        wanted = list(dict.fromkeys(_checked(name) for name in names))
         if self._local is not None:
-            path = self._path(_checked(name))
-            if not path.is_file():
-                raise FileNotFoundError(self.location(name))
-            yield path
+            paths = {name: self._path(name) for name in wanted}
+            yield {
+                name: path if path.is_file() else FileNotFoundError(self.location(name))
+                for name, path in paths.items()
+            }
             return
         with tempfile.TemporaryDirectory(prefix="xmlai-") as folder:
-            tmp = Path(folder) / PurePosixPath(name).name
-            try:
-                self._fs.get_file(self._remote(name), str(tmp))
-            except FileNotFoundError:
-                raise FileNotFoundError(self.location(name)) from None
-            yield tmp
+
+            def fetch(place: int, name: str) -> Path | FileNotFoundError:
+                tmp = Path(folder) / str(place) / PurePosixPath(name).name
+                tmp.parent.mkdir()
+                try:
+                    self._fs.get_file(self._remote(name), str(tmp))
+                except FileNotFoundError:
+                    return FileNotFoundError(self.location(name))
+                return tmp
+
+            if len(wanted) < 2:
+                yield {name: fetch(0, name) for name in wanted}
+                return
+            with ThreadPoolExecutor(REMOTE_READS_IN_FLIGHT, thread_name_prefix="xmlai-get") as pool:
+                copies = dict(zip(wanted, pool.map(fetch, range(len(wanted)), wanted), strict=True))
+            yield copies
 
     def sha256(self, name: str) -> str:
         """The sha256 of `name`'s bytes, read in blocks."""

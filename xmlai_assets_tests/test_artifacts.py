@@ -133,3 +133,38 @@ def test_read_each_on_a_remote_store_has_its_reads_in_flight_together(monkeypatc
 
     monkeypatch.setattr(store, "read_bytes", read_when_all_have_begun)
     assert store.read_each(names) == {name: name.encode() for name in names}
+
+
+def test_reading_each_gives_a_local_file_for_every_name_or_its_absence(store):
+    store.write_bytes("t/a.bin", b"a")
+    store.write_bytes("u/a.bin", b"b")  # the same file name in another folder
+    with store.reading_each(["t/a.bin", "t/none.bin", "u/a.bin"]) as found:
+        assert list(found) == ["t/a.bin", "t/none.bin", "u/a.bin"]
+        assert found["t/a.bin"].read_bytes() == b"a" and found["u/a.bin"].read_bytes() == b"b"
+        assert found["t/a.bin"].name == "a.bin"
+        assert isinstance(found["t/none.bin"], FileNotFoundError)
+        assert str(found["t/none.bin"]).endswith("t/none.bin")
+        copies = [found["t/a.bin"], found["u/a.bin"]]
+    if store.local_path() is None:
+        assert not any(path.exists() for path in copies)  # the copies go with the block
+    else:
+        assert copies == [store.local_path("t/a.bin"), store.local_path("u/a.bin")]
+
+
+def test_reading_each_on_a_remote_store_fetches_together(monkeypatch):
+    store = ArtifactStore(f"memory://test-{uuid.uuid4().hex}/store")
+    names = [f"t/{i}.bin" for i in range(REMOTE_READS_IN_FLIGHT)]
+    for name in names:
+        store.write_bytes(name, name.encode())
+    all_begun = threading.Barrier(len(names), timeout=30)
+    get_file = store._fs.get_file
+
+    def get_when_all_have_begun(remote, local, **kwargs):
+        all_begun.wait()
+        return get_file(remote, local, **kwargs)
+
+    monkeypatch.setattr(store._fs, "get_file", get_when_all_have_begun)
+    with store.reading_each(names) as found:
+        assert {name: path.read_bytes() for name, path in found.items()} == {
+            name: name.encode() for name in names
+        }

@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -262,12 +261,12 @@ def build_master_csv(
     included: dict[str, Path] = {}  # file name -> its frames table, read once (a local file)
     inputs = hashlib.sha256()
     reports = read_reports(layout, sorted(names))
-    with ExitStack() as copies:
+    ok = [frames_parquet(name) for name, r in reports.items() if r and r["status"] == "ok"]
+    with store.reading_each(ok) as tables:  # local files, fetched together from a remote store
         for name, report in reports.items():
             if report is not None and report["status"] == "ok":
-                try:
-                    frames = copies.enter_context(store.reading(frames_parquet(name)))
-                except FileNotFoundError:
+                frames = tables[frames_parquet(name)]
+                if isinstance(frames, FileNotFoundError):
                     report = None
             if report is None:
                 summary.missing.append(name)
