@@ -239,6 +239,20 @@ def keep_checkpoint(layout: DataLayout, path: Path, log: Callable[[str], None] =
         )
 
 
+def drop_checkpoint(layout: DataLayout, log: Callable[[str], None] = print) -> None:
+    """The remote store's copy of the checkpoint removed, once the version is written. A removal
+    that fails is said, and the run stands: the copy only lets the next run of the same
+    settings and inputs pick up from it, as after a crash."""
+    store = layout.artifacts
+    try:
+        store.delete(TRAIN_CHECKPOINT)
+    except OSError as exc:
+        log(
+            f"warning: checkpoint {store.location(TRAIN_CHECKPOINT)} not removed "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        )
+
+
 def fit_model(
     layout: DataLayout,
     config: TrainConfig,
@@ -362,7 +376,7 @@ def fit_model(
     # the run is complete and its version written: a rerun starts afresh
     layout.train_checkpoint.unlink(missing_ok=True)
     if remote:
-        layout.artifacts.delete(TRAIN_CHECKPOINT)
+        drop_checkpoint(layout, log)
     return ModelSummary(
         result=result,
         metrics=metrics,

@@ -315,6 +315,28 @@ def test_a_checkpoint_copy_that_fails_is_said_and_leaves_nothing(tmp_path):
     assert not layout.artifacts.exists(TRAIN_CHECKPOINT)
 
 
+def test_a_checkpoint_removal_that_fails_is_said_and_the_run_stands(tmp_path, monkeypatch):
+    import uuid
+
+    from xmlai_assets.artifacts import ArtifactStore
+    from xmlai_assets.model.pipeline import drop_checkpoint
+    from xmlai_assets.paths import TRAIN_CHECKPOINT
+
+    layout = DataLayout.at(tmp_path, data_url=f"memory://xmlai-{uuid.uuid4().hex}")
+    layout.artifacts.write_bytes(TRAIN_CHECKPOINT, b"state")
+
+    def refused(store, name):
+        raise PermissionError(f"{name}: access denied")
+
+    monkeypatch.setattr(ArtifactStore, "delete", refused)
+    lines = []
+    drop_checkpoint(layout, log=lines.append)
+    assert lines == [
+        f"warning: checkpoint {layout.artifacts.location(TRAIN_CHECKPOINT)} not removed "
+        f"(PermissionError: {TRAIN_CHECKPOINT}: access denied)"
+    ]
+
+
 def test_promotion_needs_every_baseline_and_the_champion_beaten():
     from xmlai_assets.model.pipeline import decide_promotion
 
