@@ -1,5 +1,6 @@
-"""Ingest benchmark: parse_timeline against a bare hardened lxml parse and OpenTimelineIO's FCP7 reader,
-then a 110-timeline synthetic corpus through frames to the master CSV. One run, ratios printed.
+"""Ingest benchmark: parse_timeline against a bare hardened lxml parse and OpenTimelineIO's
+FCP7 reader, then a 110-timeline synthetic corpus through frames to the master CSV. One run,
+ratios printed.
 
     make bench            (or: .venv/bin/python bench/ingest.py [--external DIR] [--corpus DIR])
 """

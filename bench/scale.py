@@ -202,7 +202,7 @@ def cluster_parse(tmp: Path, timelines: Path, args) -> None:
     )
 
 
-def s3_reports(tmp: Path, args) -> None:
+def s3_reads(tmp: Path, args) -> None:
     from xmlai_assets_tests.cluster import servers
 
     count = args.report_files
@@ -274,7 +274,7 @@ def main() -> None:
         if 3 in parts:
             cluster_parse(tmp, timelines, args)
         if 4 in parts:
-            s3_reports(tmp, args)
+            s3_reads(tmp, args)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,19 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from xmlai_assets.atomic import atomic_path, atomic_write_bytes
 
 # Reads of a remote store in flight at once in `read_each`: enough that round trips overlap
 # instead of adding up, few enough for a client's connection pool.
 REMOTE_READS_IN_FLIGHT = 16
+
+T = TypeVar("T")
 
 
 class ArtifactExists(FileExistsError):
@@ -80,7 +83,6 @@ class ArtifactStore:
         """Each name's bytes, or the `OSError` reading it raised (`FileNotFoundError` where
         there is no such artifact). On a remote store `REMOTE_READS_IN_FLIGHT` reads are in
         flight at once: at 10,000 names on S3 their round trips overlap instead of adding up."""
-        wanted = list(dict.fromkeys(_checked(name) for name in names))
 
         def read(name: str) -> bytes | OSError:
             try:
@@ -88,10 +90,7 @@ class ArtifactStore:
             except OSError as exc:
                 return exc
 
-        if self._local is not None or len(wanted) < 2:
-            return {name: read(name) for name in wanted}
-        with ThreadPoolExecutor(REMOTE_READS_IN_FLIGHT, thread_name_prefix="xmlai-read") as pool:
-            return dict(zip(wanted, pool.map(read, wanted), strict=True))
+        return self._each(read, names)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write `name` whole, replacing what was there."""
@@ -128,31 +127,34 @@ class ArtifactStore:
         """`reading` of each name: a local file, or `FileNotFoundError` where there is no such
         artifact. On a remote store the copies are fetched `REMOTE_READS_IN_FLIGHT` at a time
         and removed when the block ends; any other error of a fetch is raised."""
-        wanted = list(dict.fromkeys(_checked(name) for name in names))
         if self._local is not None:
-            paths = {name: self._path(name) for name in wanted}
-            yield {
-                name: path if path.is_file() else FileNotFoundError(self.location(name))
-                for name, path in paths.items()
-            }
+
+            def found(name: str) -> Path | FileNotFoundError:
+                path = self._path(name)
+                return path if path.is_file() else FileNotFoundError(self.location(name))
+
+            yield self._each(found, names)
             return
         with tempfile.TemporaryDirectory(prefix="xmlai-") as folder:
 
-            def fetch(place: int, name: str) -> Path | FileNotFoundError:
-                tmp = Path(folder) / str(place) / PurePosixPath(name).name
-                tmp.parent.mkdir()
+            def fetch(name: str) -> Path | FileNotFoundError:
+                tmp = Path(tempfile.mkdtemp(dir=folder)) / PurePosixPath(name).name
                 try:
                     self._fs.get_file(self._remote(name), str(tmp))
                 except FileNotFoundError:
                     return FileNotFoundError(self.location(name))
                 return tmp
 
-            if len(wanted) < 2:
-                yield {name: fetch(0, name) for name in wanted}
-                return
-            with ThreadPoolExecutor(REMOTE_READS_IN_FLIGHT, thread_name_prefix="xmlai-get") as pool:
-                copies = dict(zip(wanted, pool.map(fetch, range(len(wanted)), wanted), strict=True))
-            yield copies
+            yield self._each(fetch, names)
+
+    def _each(self, get: Callable[[str], T], names: Iterable[str]) -> dict[str, T]:
+        """`get` of each name, once each, in order: in turn on a local store, with
+        `REMOTE_READS_IN_FLIGHT` calls in flight on a remote one."""
+        wanted = list(dict.fromkeys(_checked(name) for name in names))
+        if self._local is not None or len(wanted) < 2:
+            return {name: get(name) for name in wanted}
+        with ThreadPoolExecutor(REMOTE_READS_IN_FLIGHT, thread_name_prefix="xmlai-read") as pool:
+            return dict(zip(wanted, pool.map(get, wanted), strict=True))
 
     def sha256(self, name: str) -> str:
         """The sha256 of `name`'s bytes, read in blocks."""

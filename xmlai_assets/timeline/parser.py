@@ -536,7 +536,6 @@ class _Reader:
         transition after it."""
         if section is None:
             return None
-        tracks = section.findall("track")
         try:
             texts = _CLIP_ENDS(section)
             ends = [int(text) for text in texts]
@@ -551,6 +550,7 @@ class _Reader:
                 if tail is not None and tail.tag == "transitionitem"
             ]
         except ValueError:  # not plain integers: the full reading names the problem
+            tracks = section.iterfind("track")
             ends = [
                 self.track_clips(t, f"{label}{i}", warn=False)[1] for i, t in enumerate(tracks, 1)
             ]
